@@ -79,3 +79,10 @@ def tinytorch_venv(tmp_path, tinytorch_wheel) -> Venv:
     env = Venv(tmp_path / "venv")
     env.pip("install", tinytorch_wheel)
     return env
+
+
+@pytest.fixture
+def rng():
+    """A seeded generator: the same inputs on every run."""
+    import numpy as np
+    return np.random.default_rng(1234)
