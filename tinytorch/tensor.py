@@ -1,0 +1,433 @@
+"""Tensor: a numpy array plus reverse-mode automatic differentiation.
+
+`.data` is the numpy array (float32 unless you hand in another float or an
+integer array). Every operation records how to send gradients back to its
+inputs; `loss.backward()` walks that graph once, in reverse topological order,
+and leaves `.grad` on the leaves that `requires_grad`. Every matmul, forward
+and backward, calls `get_backend()` at the moment it runs, so switching
+backends changes speed, never results beyond float tolerance.
+"""
+from __future__ import annotations
+
+import contextlib
+import numbers
+
+import numpy as np
+
+from .config import get_backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside the block no graph is recorded (inference, optimizer updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def _as_array(data, dtype=None):
+    """numpy float and integer arrays keep their dtype; Python numbers and lists become float32."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    if isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind in "fiub":
+        return np.asarray(data)
+    array = np.asarray(data)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"Tensor needs numeric data, got {array.dtype} ({type(data).__name__})")
+    return array.astype(np.float32)
+
+
+def unbroadcast(grad, shape):
+    """Sum `grad` down to `shape`, undoing numpy broadcasting."""
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad
+
+
+def from_op(data, parents, backward):
+    """The result of an operation: records `backward(grad) -> grads per parent` when needed.
+
+    For authors of operations (this module, `nn.functional`): `backward`
+    receives the gradient of the output as a numpy array and returns one
+    numpy gradient (or None) per parent, in order.
+    """
+    out = Tensor(data)
+    if _grad_enabled and any(p.requires_grad for p in parents):
+        out.requires_grad = True
+        out._parents = parents
+        out._backward = backward
+    return out
+
+
+class Tensor:
+    """An n-dimensional array that can record gradients."""
+
+    # ndarray (op) Tensor must reach Tensor's reflected operator, not numpy's.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self._parents = ()
+        self._backward = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_()
+
+    @classmethod
+    def ensure(cls, value, like=None):
+        """`value` as a Tensor; a Python number takes the float dtype of `like`."""
+        if isinstance(value, Tensor):
+            return value
+        if like is not None and isinstance(value, numbers.Number) and like.dtype.kind == "f":
+            return cls(np.asarray(value, dtype=like.dtype))
+        return cls(value)
+
+    def requires_grad_(self, flag=True):
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only float tensors can require gradients, this one is "
+                            f"{self.data.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    # ------------------------------------------------------------ basics
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    size = property(lambda self: self.data.size)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape "
+                             f"{self.shape}")
+        return self.data.item()
+
+    def detach(self):
+        """The same numbers, cut off from the graph."""
+        return Tensor(self.data)
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(", precision=4)
+        extras = "" if self.dtype == np.float32 else f", dtype={self.dtype}"
+        if self.requires_grad:
+            extras += ", requires_grad=True"
+        return f"Tensor({body}{extras})"
+
+    # ------------------------------------------------------------ autograd
+    def backward(self, gradient=None):
+        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad."""
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad (no input that "
+                               "it was computed from has requires_grad=True)")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a scalar, this tensor "
+                                   f"has shape {self.shape}; reduce it (e.g. .sum()) or pass "
+                                   f"backward(gradient) of the same shape")
+            gradient = np.ones_like(self.data)
+        gradient = _as_array(gradient, self.dtype)
+        if gradient.shape != self.shape:
+            raise ValueError(f"backward(): gradient has shape {gradient.shape}, the tensor "
+                             f"has shape {self.shape}")
+        order, seen = [], set()
+        stack = [(self, False)]
+        while stack:                      # iterative DFS: deep graphs cannot hit recursion limits
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in node._parents if p.requires_grad)
+        grads = {id(self): gradient}
+        for node in reversed(order):
+            grad = grads.pop(id(node), None)
+            if grad is None:
+                continue
+            if node._backward is None:    # a leaf
+                grad = grad.astype(node.dtype, copy=False)
+                if node.grad is None:
+                    node.grad = Tensor(grad.copy())
+                else:
+                    node.grad.data = node.grad.data + grad
+                continue
+            for parent, pgrad in zip(node._parents, node._backward(grad)):
+                if pgrad is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                grads[key] = pgrad if key not in grads else grads[key] + pgrad
+
+    # ------------------------------------------------------------ elementwise arithmetic
+    def _binary(self, other, forward, backward):
+        other = Tensor.ensure(other, like=self)
+        a, b = self, other
+        out = forward(a.data, b.data)
+        return from_op(out, (a, b), lambda g: tuple(
+            None if d is None else unbroadcast(d, p.shape)
+            for d, p in zip(backward(g, a.data, b.data, out), (a, b))))
+
+    def __add__(self, other):
+        return self._binary(other, np.add, lambda g, a, b, o: (g, g))
+
+    def __sub__(self, other):
+        return self._binary(other, np.subtract, lambda g, a, b, o: (g, -g))
+
+    def __mul__(self, other):
+        return self._binary(other, np.multiply, lambda g, a, b, o: (g * b, g * a))
+
+    def __truediv__(self, other):
+        return self._binary(other, np.divide, lambda g, a, b, o: (g / b, -g * o / b))
+
+    def __radd__(self, other):
+        return Tensor.ensure(other, like=self) + self
+
+    def __rsub__(self, other):
+        return Tensor.ensure(other, like=self) - self
+
+    def __rmul__(self, other):
+        return Tensor.ensure(other, like=self) * self
+
+    def __rtruediv__(self, other):
+        return Tensor.ensure(other, like=self) / self
+
+    def __neg__(self):
+        return from_op(-self.data, (self,), lambda g: (-g,))
+
+    def __pow__(self, exponent):
+        if not isinstance(exponent, numbers.Number):
+            raise TypeError(f"Tensor ** takes a Python number exponent, got "
+                            f"{type(exponent).__name__}")
+        x = self.data
+        return from_op(x ** exponent, (self,), lambda g: (g * exponent * x ** (exponent - 1),))
+
+    def maximum(self, other):
+        """Elementwise max; ties send the gradient to `self`."""
+        return self._binary(other, np.maximum, lambda g, a, b, o: (g * (a >= b), g * (a < b)))
+
+    # comparisons give plain (non-differentiable) boolean tensors
+    def __gt__(self, other):
+        return Tensor(self.data > _as_array(other))
+
+    def __lt__(self, other):
+        return Tensor(self.data < _as_array(other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= _as_array(other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= _as_array(other))
+
+    __hash__ = object.__hash__
+
+    # ------------------------------------------------------------ elementwise functions
+    def exp(self):
+        out = np.exp(self.data)
+        return from_op(out, (self,), lambda g: (g * out,))
+
+    def log(self):
+        x = self.data
+        return from_op(np.log(x), (self,), lambda g: (g / x,))
+
+    def sqrt(self):
+        out = np.sqrt(self.data)
+        return from_op(out, (self,), lambda g: (g / (2 * out),))
+
+    def tanh(self):
+        out = np.tanh(self.data)
+        return from_op(out, (self,), lambda g: (g * (1 - out * out),))
+
+    def sigmoid(self):
+        x = self.data
+        # exp of a non-positive number only: no overflow for large |x|
+        e = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return from_op(out, (self,), lambda g: (g * out * (1 - out),))
+
+    def relu(self):
+        mask = self.data > 0
+        return from_op(self.data * mask, (self,), lambda g: (g * mask,))
+
+    def abs(self):
+        x = self.data
+        return from_op(np.abs(x), (self,), lambda g: (g * np.sign(x),))
+
+    # ------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims=False):
+        shape = self.shape
+        out = self.data.sum(axis=axis, keepdims=keepdims)
+
+        def backward(g):
+            if axis is not None and not keepdims:
+                g = np.expand_dims(g, axis)
+            return (np.broadcast_to(g, shape).copy(),)
+        return from_op(out, (self,), backward)
+
+    def mean(self, axis=None, keepdims=False):
+        axes = range(self.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+        count = int(np.prod([self.shape[a] for a in axes]))
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / count)
+
+    def var(self, axis=None, keepdims=False):
+        """Biased variance (divides by the count), as batch norm and layer norm use it."""
+        centred = self - self.mean(axis=axis, keepdims=True)
+        return (centred * centred).mean(axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        """Maximum; the gradient is shared equally between tied maxima."""
+        x = self.data
+        top = x.max(axis=axis, keepdims=True)
+        mask = x == top
+        share = (mask / mask.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+        result = top if keepdims else x.max(axis=axis)
+        return from_op(result, (self,), lambda g: (g.reshape(top.shape) * share,))
+
+    def argmax(self, axis=None):
+        return Tensor(self.data.argmax(axis=axis))
+
+    # ------------------------------------------------------------ shape
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        old = self.shape
+        try:
+            out = self.data.reshape(shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {old} ({self.size} elements) "
+                             f"into {shape}") from None
+        return from_op(out, (self,), lambda g: (g.reshape(old),))
+
+    view = reshape
+
+    def flatten(self, start_axis=0):
+        return self.reshape(self.shape[:start_axis] + (-1,))
+
+    def permute(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        inverse = np.argsort(axes)
+        return from_op(self.data.transpose(axes), (self,), lambda g: (g.transpose(inverse),))
+
+    def transpose(self, axis0=-2, axis1=-1):
+        """Swap two axes (the last two by default)."""
+        axes = list(range(self.ndim))
+        axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
+        return self.permute(axes)
+
+    @property
+    def T(self):
+        return self.permute(tuple(reversed(range(self.ndim))))
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        shape, dtype = self.shape, self.dtype
+
+        def backward(g):
+            grad = np.zeros(shape, dtype=dtype)
+            np.add.at(grad, index, g)      # repeated indices add up (embeddings)
+            return (grad,)
+        return from_op(self.data[index], (self,), backward)
+
+    # ------------------------------------------------------------ matrix products
+    def matmul(self, other):
+        """numpy-style matmul: 2-D on `backend.matmul`, stacked on `backend.batched_matmul`."""
+        a, b = self, Tensor.ensure(other)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul needs tensors with at least 1 dimension, got shapes "
+                             f"{a.shape} and {b.shape}")
+        if a.ndim == 1:
+            out = a.reshape(1, -1).matmul(b)
+            return out.reshape(out.shape[:-2] + out.shape[-1:])
+        if b.ndim == 1:
+            return a.matmul(b.reshape(-1, 1)).reshape(a.shape[:-1])
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape}")
+        dtype = np.result_type(a.dtype, b.dtype)
+        dtype = dtype if dtype.kind == "f" else np.dtype(np.float32)
+        if b.ndim == 2:
+            return _matmul_2d(a, b, dtype)
+        return _matmul_batched(a, b, dtype)
+
+    __matmul__ = matmul
+
+    def __rmatmul__(self, other):
+        return Tensor.ensure(other).matmul(self)
+
+
+def _matmul_2d(a, b, dtype):
+    """(..., K) @ (K, N): the leading axes fold into rows of one backend matmul."""
+    k, n = b.shape
+    a2 = a.data.reshape(-1, k).astype(dtype, copy=False)
+    b2 = b.data.astype(dtype, copy=False)
+    out = get_backend().matmul(a2, b2).reshape(a.shape[:-1] + (n,))
+
+    def backward(g):
+        backend = get_backend()
+        g2 = g.reshape(-1, n)
+        grad_a = backend.matmul(g2, b2.T).reshape(a.shape) if a.requires_grad else None
+        grad_b = backend.matmul(a2.T, g2) if b.requires_grad else None
+        return grad_a, grad_b
+    return from_op(out, (a, b), backward)
+
+
+def _matmul_batched(a, b, dtype):
+    """(..., M, K) @ (..., K, N) with broadcast batch axes: one backend batched_matmul."""
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions do not broadcast: {a.shape} @ "
+                         f"{b.shape}") from None
+    a3 = np.broadcast_to(a.data, batch + (m, k)).reshape(-1, m, k).astype(dtype, copy=False)
+    b3 = np.broadcast_to(b.data, batch + (k, n)).reshape(-1, k, n).astype(dtype, copy=False)
+    out = get_backend().batched_matmul(a3, b3).reshape(batch + (m, n))
+
+    def backward(g):
+        backend = get_backend()
+        g3 = g.reshape(-1, m, n)
+        grad_a = grad_b = None
+        if a.requires_grad:
+            grad_a = unbroadcast(backend.batched_matmul(g3, b3.transpose(0, 2, 1))
+                                 .reshape(batch + (m, k)), a.shape)
+        if b.requires_grad:
+            grad_b = unbroadcast(backend.batched_matmul(a3.transpose(0, 2, 1), g3)
+                                 .reshape(batch + (k, n)), b.shape)
+        return grad_a, grad_b
+    return from_op(out, (a, b), backward)
+
+
+def cat(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    tensors = [Tensor.ensure(t) for t in tensors]
+    sizes = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    out = np.concatenate([t.data for t in tensors], axis=axis)
+    return from_op(out, tuple(tensors), lambda g: tuple(np.split(g, sizes, axis=axis)))
+
+
+def stack(tensors, axis=0):
+    """Join tensors along a new axis."""
+    tensors = [Tensor.ensure(t) for t in tensors]
+    return cat([t.reshape(np.expand_dims(t.data, axis).shape) for t in tensors], axis=axis)
