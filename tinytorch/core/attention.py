@@ -1,0 +1,4 @@
+"""Course path for attention."""
+from ..nn import MultiHeadAttention
+
+__all__ = ["MultiHeadAttention"]

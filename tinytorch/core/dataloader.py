@@ -1,0 +1,4 @@
+"""Course path for data loading."""
+from ..data import DataLoader, Dataset, TensorDataset
+
+__all__ = ["DataLoader", "Dataset", "TensorDataset"]
