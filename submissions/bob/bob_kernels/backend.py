@@ -11,6 +11,9 @@ from tinytorch.backends.base import conv_output_shape
 
 from . import _ikj
 
+#: Multiply-adds below which a matmul runs on one thread.
+SMALL_PRODUCT = 64 * 64 * 64
+
 
 class BobBackend(ComputeBackend):
     """OpenMP i-k-j matmul; conv2d as shifted matmuls."""
@@ -23,7 +26,9 @@ class BobBackend(ComputeBackend):
 
     def matmul(self, a, b):
         out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        _ikj.matmul_ikj(a, b, out, self.threads)
+        # Waking threads costs more than a small product takes: use one thread for those.
+        small = a.shape[0] * a.shape[1] * b.shape[1] < SMALL_PRODUCT
+        _ikj.matmul_ikj(a, b, out, 1 if small else self.threads)
         return out
 
     def conv2d(self, x, w, stride=1, padding=0):

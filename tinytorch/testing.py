@@ -1,0 +1,438 @@
+"""The conformance suite: is a backend right on every operation of the contract?
+
+`check_backend(name_or_instance)` runs each operation on hand-picked edge cases
+(1xN, Nx1, sizes that straddle block edges, non-contiguous and aliased inputs)
+and then on cases drawn by hypothesis (random shapes, strides, paddings,
+dtypes and memory layouts), and compares every result with a float64
+reference at the competition's tolerance. It also checks that the backend
+leaves its inputs untouched and returns the input dtype. A failure is shrunk
+by hypothesis to a minimal example, which the report prints.
+
+Three ways in:
+  tinytorch check NAME [--bench]                          (the student's daily loop)
+  tinytorch.check_backend("alice").passed                 (notebooks, scripts)
+  pytest -p tinytorch.testing --pyargs tinytorch.testing --backend NAME
+"""
+from __future__ import annotations
+
+import dataclasses
+import faulthandler
+import inspect
+import sys
+import time
+
+import numpy as np
+
+from .backends.base import (OPERATIONS, ComputeBackend, backend_name, conv_output_shape,
+                            implemented_operations)
+from .backends.registry import load_backend
+from .backends.staleness import stale_rebuild_command
+
+#: Relative Frobenius error allowed against the float64 reference (the competition's rule).
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+LAYOUTS = ("contiguous", "transposed", "strided")
+CONV_OPERATIONS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
+
+
+# ---------------------------------------------------------------- one test case
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One call of one operation, described by plain values so it prints and shrinks well."""
+    op: str
+    shapes: tuple            # shapes of the array arguments, in call order
+    dtype: str = "float64"
+    layouts: tuple = ("contiguous", "contiguous")
+    stride: int = 1
+    padding: int = 0
+    shape_arg: tuple | None = None   # x_shape / w_shape of the gradient operations
+    alias: bool = False              # the same array object passed as both array arguments
+    seed: int = 0
+
+    def arguments(self):
+        """The positional arguments of the call, freshly generated from `seed`."""
+        rng = np.random.default_rng(self.seed)
+        arrays = [_make_array(shape, self.dtype, layout, rng)
+                  for shape, layout in zip(self.shapes, self.layouts)]
+        if self.alias:
+            arrays[1] = arrays[0]
+        args = list(arrays)
+        if self.shape_arg is not None:
+            args.append(self.shape_arg)
+        if self.op in CONV_OPERATIONS:
+            args += [self.stride, self.padding]
+        return args
+
+    def describe(self) -> str:
+        names = {"matmul": "a b", "batched_matmul": "a b", "conv2d": "x w",
+                 "conv2d_grad_input": "grad_out w", "conv2d_grad_weight": "x grad_out"}
+        parts = [f"{name}: {self.dtype} {shape} {layout}" for name, shape, layout
+                 in zip(names[self.op].split(), self.shapes, self.layouts)]
+        if self.alias:
+            parts[1] = f"{names[self.op].split()[1]}: the same array object as the first"
+        if self.op == "conv2d_grad_input":
+            parts.append(f"x_shape={self.shape_arg}")
+        elif self.op == "conv2d_grad_weight":
+            parts.append(f"w_shape={self.shape_arg}")
+        if self.op in CONV_OPERATIONS:
+            parts.append(f"stride={self.stride}, padding={self.padding}")
+        return f"{self.op}({'; '.join(parts)})"
+
+
+def _make_array(shape, dtype, layout, rng):
+    """Standard-normal values in the requested memory layout (same values for every layout)."""
+    if layout == "transposed":     # reversed axes: Fortran order, C-non-contiguous
+        return rng.standard_normal(shape[::-1]).astype(dtype).T
+    if layout == "strided":        # every other element of a wider array
+        wide = np.zeros((*shape[:-1], 2 * shape[-1]), dtype=dtype)
+        wide[..., ::2] = rng.standard_normal(shape)
+        return wide[..., ::2]
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ---------------------------------------------------------------- float64 references
+
+def _windows(x, kh, kw, stride, oh, ow):
+    """Slices of padded `x` that kernel offset (i, j) multiplies, for every (i, j)."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, (slice(None), slice(None), slice(i, i + stride * oh, stride),
+                         slice(j, j + stride * ow, stride))
+
+
+def reference(case: Case, args) -> np.ndarray:
+    """The exact answer in float64, computed independently of every backend."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in args if isinstance(a, np.ndarray)]
+    if case.op in ("matmul", "batched_matmul"):
+        return np.matmul(*arrays)
+    s, p = case.stride, case.padding
+    pad = ((0, 0), (0, 0), (p, p), (p, p))
+    if case.op == "conv2d":
+        x, w = arrays
+        n, f = x.shape[0], w.shape[0]
+        xp = np.pad(x, pad)
+        oh, ow = (xp.shape[2] - w.shape[2]) // s + 1, (xp.shape[3] - w.shape[3]) // s + 1
+        out = np.zeros((n, f, oh, ow))
+        for i, j, window in _windows(xp, w.shape[2], w.shape[3], s, oh, ow):
+            out += np.einsum("nchw,fc->nfhw", xp[window], w[:, :, i, j])
+        return out
+    if case.op == "conv2d_grad_input":
+        grad_out, w = arrays
+        n, c, h, wd = case.shape_arg
+        grad_x = np.zeros((n, c, h + 2 * p, wd + 2 * p))
+        for i, j, window in _windows(grad_x, w.shape[2], w.shape[3], s, *grad_out.shape[2:]):
+            grad_x[window] += np.einsum("nfhw,fc->nchw", grad_out, w[:, :, i, j])
+        return grad_x[:, :, p:p + h, p:p + wd]
+    x, grad_out = arrays          # conv2d_grad_weight
+    xp = np.pad(x, pad)
+    grad_w = np.zeros(case.shape_arg)
+    for i, j, window in _windows(xp, *case.shape_arg[2:], s, *grad_out.shape[2:]):
+        grad_w[:, :, i, j] = np.einsum("nfhw,nchw->fc", grad_out, xp[window])
+    return grad_w
+
+
+# ---------------------------------------------------------------- running one case
+
+def run_case(backend: ComputeBackend, case: Case):
+    """(relative error, problem or None) of one call; never raises for a backend's fault."""
+    args = case.arguments()
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    before = [a.copy() for a in arrays]
+    expected = reference(case, args)
+    try:
+        out = getattr(backend, case.op)(*args)
+    except Exception as exc:  # noqa: BLE001 - a backend's exception is a finding, not a crash
+        return float("inf"), f"raised {type(exc).__name__}: {exc}"
+    if any(not np.array_equal(a, b, equal_nan=True) for a, b in zip(arrays, before)):
+        return float("inf"), "modified its input arrays (a backend must leave them untouched)"
+    if not isinstance(out, np.ndarray):
+        return float("inf"), f"returned {type(out).__name__}, not a numpy array"
+    if out.shape != expected.shape or out.dtype != np.dtype(case.dtype):
+        return float("inf"), (f"returned {out.dtype} {out.shape}, expected {case.dtype} "
+                              f"{expected.shape}")
+    with np.errstate(all="ignore"):
+        error = float(np.linalg.norm(out.astype(np.float64) - expected)
+                      / max(np.linalg.norm(expected), np.finfo(np.float64).tiny))
+    if not error <= TOLERANCE[case.dtype]:    # also catches NaN
+        return error, (f"relative error {error:.3g} exceeds {TOLERANCE[case.dtype]:g} "
+                       f"(||out - ref|| / ||ref||, reference in float64)")
+    return error, None
+
+
+# ---------------------------------------------------------------- the cases
+
+def edge_cases(op: str) -> list[Case]:
+    """Hand-picked cases every backend meets first: thin, ragged, non-contiguous, aliased."""
+    c, t, s = LAYOUTS
+    if op == "matmul":
+        shapes = [(1, 1, 1), (1, 37, 5), (6, 29, 1), (1, 40, 1), (65, 33, 129), (3, 300, 260),
+                  (17, 17, 17)]
+        cases = [Case(op, ((m, k), (k, n)), dtype, seed=i)
+                 for i, (m, k, n) in enumerate(shapes) for dtype in TOLERANCE]
+        return cases + [Case(op, ((9, 13), (13, 7)), "float32", (t, s), seed=1),
+                        Case(op, ((33, 33), (33, 33)), "float64", alias=True, seed=2)]
+    if op == "batched_matmul":
+        return [Case(op, ((1, 1, 1), (1, 1, 1))),
+                Case(op, ((3, 1, 19), (3, 19, 5)), "float32"),
+                Case(op, ((2, 17, 9), (2, 9, 33)), "float64", (t, s)),
+                Case(op, ((2, 8, 8), (2, 8, 8)), "float32", alias=True)]
+    if op == "conv2d":
+        return [Case(op, ((1, 1, 5, 5), (1, 1, 3, 3))),
+                Case(op, ((2, 3, 7, 6), (4, 3, 3, 2)), "float32", stride=2, padding=1),
+                Case(op, ((2, 2, 8, 8), (3, 2, 1, 1)), "float64"),
+                Case(op, ((1, 3, 5, 4), (2, 3, 5, 4)), "float32"),
+                Case(op, ((1, 1, 1, 1), (1, 1, 3, 3)), "float64", padding=1),
+                Case(op, ((2, 4, 9, 9), (5, 4, 3, 3)), "float64", (t, s), stride=3, padding=2),
+                Case(op, ((2, 2, 3, 3), (2, 2, 3, 3)), "float32", alias=True)]
+    grads = [((2, 3, 7, 6), (4, 3, 3, 2), "float32", (c, c), 2, 1, False),
+             ((1, 2, 5, 5), (3, 2, 3, 3), "float64", (t, s), 1, 1, False),
+             ((2, 2, 3, 3), (2, 2, 3, 3), "float64", (c, c), 1, 1, True)]  # 3x3 in, 3x3 out
+    return [_gradient_case(op, *spec) for spec in grads]
+
+
+def _gradient_case(op, x_shape, w_shape, dtype, layouts, stride, padding, alias):
+    """A gradient Case from the forward shapes (grad_out's shape follows from them)."""
+    out_shape = conv_output_shape(x_shape, w_shape, stride, padding)
+    shapes, shape_arg = {"conv2d_grad_input": ((out_shape, w_shape), x_shape),
+                         "conv2d_grad_weight": ((x_shape, out_shape), w_shape)}[op]
+    return Case(op, shapes, dtype, layouts, stride, padding, shape_arg, alias)
+
+
+def case_strategy(op: str):
+    """A hypothesis strategy drawing random, always-valid Cases of `op`."""
+    from hypothesis import strategies as st
+
+    # Small sizes, plus sizes just around common block edges (16, 32, 64).
+    size = st.one_of(st.integers(1, 9), st.sampled_from([15, 16, 17, 31, 33, 63, 65]))
+    dtype = st.sampled_from(sorted(TOLERANCE))
+    layouts = st.tuples(st.sampled_from(LAYOUTS), st.sampled_from(LAYOUTS))
+    seed = st.integers(0, 2**32 - 1)
+
+    @st.composite
+    def draw(draw):
+        if op in ("matmul", "batched_matmul"):
+            m, k, n = draw(size), draw(size), draw(size)
+            alias = draw(st.booleans()) if m == k == n else False
+            batch = (draw(st.integers(1, 3)),) if op == "batched_matmul" else ()
+            return Case(op, ((*batch, m, k), (*batch, k, n)), draw(dtype), draw(layouts),
+                        alias=alias, seed=draw(seed))
+        n, c, f = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        stride, padding = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+        h = draw(st.integers(max(1, kh - 2 * padding), 11))
+        w = draw(st.integers(max(1, kw - 2 * padding), 11))
+        x_shape, w_shape = (n, c, h, w), (f, c, kh, kw)
+        if op == "conv2d":
+            return Case(op, (x_shape, w_shape), draw(dtype), draw(layouts), stride, padding,
+                        seed=draw(seed))
+        return dataclasses.replace(
+            _gradient_case(op, x_shape, w_shape, draw(dtype), draw(layouts), stride, padding,
+                           False), seed=draw(seed))
+
+    return draw()
+
+
+# ---------------------------------------------------------------- the report
+
+@dataclasses.dataclass
+class OperationReport:
+    """How one operation fared: cases tried, worst relative error, minimal failing example."""
+    operation: str
+    own: bool                   # implemented by the backend itself (else the contract's default)
+    passed: bool
+    cases: int
+    worst_error: float
+    failure: str | None = None  # "<minimal failing call>: <what went wrong>"
+
+
+@dataclasses.dataclass
+class ConformanceReport:
+    """Per-operation results of `check_backend`; `passed` only if every operation passed."""
+    backend: str
+    operations: list[OperationReport]
+    stale: str | None = None    # the command that rebuilds a stale compiled extension
+
+    @property
+    def passed(self) -> bool:
+        return all(op.passed for op in self.operations)
+
+    def failures(self) -> list[OperationReport]:
+        return [op for op in self.operations if not op.passed]
+
+    def format(self) -> str:
+        lines = [f"conformance of backend {self.backend!r} (tolerance: relative error "
+                 f"<= {TOLERANCE['float32']:g} float32, {TOLERANCE['float64']:g} float64)"]
+        width = max(len(op.operation) for op in self.operations)
+        for op in self.operations:
+            source = "own" if op.own else "default"
+            error = "-" if op.worst_error == float("inf") else f"{op.worst_error:.2e}"
+            lines.append(f"  {'PASS' if op.passed else 'FAIL'}  {op.operation:<{width}}  "
+                         f"({source}, {op.cases} cases, worst relative error {error})")
+            if op.failure:
+                lines.append(f"        minimal failing example: {op.failure}")
+        if self.stale:
+            lines.append(f"warning: the compiled kernels are older than their .pyx sources "
+                         f"(a stale build); rebuild with: {self.stale}")
+        verdict = "all operations pass" if self.passed else \
+            f"{len(self.failures())} of {len(self.operations)} operations FAIL"
+        lines.append(f"{self.backend}: {verdict}")
+        return "\n".join(lines)
+
+
+class _Mismatch(AssertionError):
+    """Raised inside the hypothesis property so that it shrinks the failing case."""
+
+
+def check_operation(backend: ComputeBackend, op: str, max_examples: int = 25,
+                    seed: int = 0) -> OperationReport:
+    """Edge cases, then `max_examples` random cases of `op`; stop at the first failure."""
+    worst, tried = 0.0, 0
+    for case in edge_cases(op):
+        error, problem = run_case(backend, case)
+        tried += 1
+        worst = max(worst, error)
+        if problem:
+            return OperationReport(op, op in implemented_operations(type(backend)), False,
+                                   tried, worst, f"{case.describe()}: {problem}")
+    if max_examples > 0:
+        worst, tried, failure = _search(backend, op, max_examples, seed, worst, tried)
+        if failure:
+            return OperationReport(op, op in implemented_operations(type(backend)), False,
+                                   tried, worst, failure)
+    return OperationReport(op, op in implemented_operations(type(backend)), True, tried, worst)
+
+
+def _search(backend, op, max_examples, seed, worst, tried):
+    """Let hypothesis look for a failing case and shrink it; returns (worst, tried, failure)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as fixed_seed
+
+    state = {"worst": worst, "tried": tried, "failure": None}
+
+    @fixed_seed(seed)
+    @settings(max_examples=max_examples, deadline=None, database=None, print_blob=False,
+              suppress_health_check=list(HealthCheck))
+    @given(case_strategy(op))
+    def prop(case):
+        error, problem = run_case(backend, case)
+        state["tried"] += 1
+        state["worst"] = max(state["worst"], error)
+        if problem:
+            # Hypothesis replays the shrunk case last, so this ends up the minimal one.
+            state["failure"] = f"{case.describe()}: {problem}"
+            raise _Mismatch(problem)
+
+    try:
+        prop()
+    except Exception as exc:  # noqa: BLE001 - e.g. a backend giving different answers per call
+        if state["failure"] is None:
+            state["failure"] = f"{type(exc).__name__}: {exc}"
+    return state["worst"], state["tried"], state["failure"]
+
+
+def _resolve(name_or_instance) -> ComputeBackend:
+    if isinstance(name_or_instance, ComputeBackend):
+        return name_or_instance
+    if inspect.isclass(name_or_instance) and issubclass(name_or_instance, ComputeBackend):
+        return name_or_instance()
+    if isinstance(name_or_instance, str):
+        return load_backend(name_or_instance)
+    raise TypeError(f"check_backend() takes a registered backend name, a ComputeBackend "
+                    f"instance or subclass, got {type(name_or_instance).__name__}")
+
+
+def check_backend(name_or_instance, max_examples: int = 25, seed: int = 0,
+                  operations=OPERATIONS) -> ConformanceReport:
+    """Check every contract operation of a backend; see the module docstring."""
+    backend = _resolve(name_or_instance)
+    reports = [check_operation(backend, op, max_examples, seed) for op in operations]
+    stale = stale_rebuild_command(inspect.getmodule(type(backend)))
+    return ConformanceReport(backend_name(backend), reports, stale)
+
+
+# ---------------------------------------------------------------- tinytorch check
+
+#: (label, matmul or conv2d arguments) timed by `tinytorch check --bench`.
+BENCH_SHAPES = {
+    "tiny": {"matmul": ((48, 48), (48, 48)), "conv2d": ((1, 3, 16, 16), (8, 3, 3, 3))},
+    "medium": {"matmul": ((384, 384), (384, 384)), "conv2d": ((8, 16, 32, 32), (32, 16, 3, 3))},
+}
+
+
+def _best_time(fn, args, budget=0.3):
+    """Best of several calls (at least two, within about `budget` seconds)."""
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < 2 or (spent < budget and calls < 20):
+        start = time.perf_counter()
+        fn(*args)
+        took = time.perf_counter() - start
+        best, spent, calls = min(best, took), spent + took, calls + 1
+    return best
+
+
+def quick_bench(backend: ComputeBackend, out=sys.stdout):
+    """Time the backend beside naive (tiny sizes only), optimized and numpy, in one run."""
+    rng = np.random.default_rng(0)
+    others = {name: load_backend(name) for name in ("naive", "optimized", "numpy")}
+    field = {backend_name(backend): backend, **others}
+    print("\nquick timing (best of a few calls, float32; `tinytorch compete` is the official "
+          "measurement):", file=out)
+    for size, ops in BENCH_SHAPES.items():
+        for op, shapes in ops.items():
+            args = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+            times = {name: _best_time(getattr(impl, op), args) for name, impl in field.items()
+                     if size == "tiny" or name != "naive"}
+            mine = times[backend_name(backend)]
+            cells = [f"{name} {t * 1e3:.3g} ms" for name, t in times.items()]
+            ratios = [f"{t / mine:.3g}x vs {name}" for name, t in times.items()
+                      if name != backend_name(backend)]
+            shape_text = " x ".join(str(s) for s in shapes)
+            print(f"  {op} {shape_text}: {', '.join(cells)}  ->  {', '.join(ratios)}", file=out)
+
+
+def add_arguments(parser):
+    parser.add_argument("name", help="registered backend name (see `tinytorch backends`)")
+    parser.add_argument("--bench", action="store_true",
+                        help="also time it against naive (tiny sizes), optimized and numpy")
+    parser.add_argument("--examples", type=int, default=25, metavar="N",
+                        help="random cases per operation after the edge cases (default: 25)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random cases")
+
+
+def run(args) -> int:
+    faulthandler.enable()      # a crashing kernel at least shows which call crashed
+    try:
+        backend = load_backend(args.name)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stale = stale_rebuild_command(inspect.getmodule(type(backend)))
+    if stale:
+        print(f"warning: backend {args.name!r} is a stale build: a .pyx source is newer than "
+              f"its compiled extension, so you are checking the OLD kernels; rebuild with: "
+              f"{stale}", file=sys.stderr)
+    report = check_backend(backend, args.examples, args.seed)
+    print(report.format())
+    if args.bench:
+        quick_bench(backend)
+    return 0 if report.passed else 1
+
+
+# ---------------------------------------------------------------- the pytest entry
+
+def pytest_addoption(parser):
+    parser.addoption("--backend", action="append", default=[], metavar="NAME",
+                     help="tinytorch backend(s) to run the conformance suite on")
+
+
+def pytest_generate_tests(metafunc):
+    if "conformance_backend" in metafunc.fixturenames:
+        names = metafunc.config.getoption("--backend", default=None) or []
+        metafunc.parametrize("conformance_backend", names or ["naive"])
+        metafunc.parametrize("conformance_operation", OPERATIONS)
+
+
+def test_conformance(conformance_backend, conformance_operation):
+    """One pytest test per (backend, operation); run with --backend NAME."""
+    report = check_operation(load_backend(conformance_backend), conformance_operation)
+    assert report.passed, f"{conformance_backend}: {report.failure}"
