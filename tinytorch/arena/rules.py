@@ -1,0 +1,192 @@
+"""The competition's rule violations: their names, and how a worker notices them.
+
+Every violation has one short name that the results file and the board show,
+so an instructor reads the same words for the same offence in every run.
+The parent is trusted and the worker is not, so nothing here is the only
+line of defence: the parent reads its own clock, computes the references and
+checks the outputs; the isolation in sandbox.py stops writes and limits
+resources. What the worker checks here (outputs that alias, tampered
+modules, attempts to write protected files) turns quiet cheating into a
+named failure instead of a lucky rank.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import numpy as np
+
+#: name -> what the board says about it.
+VIOLATIONS = {
+    "blas": "called vendor BLAS while the rules forbid it",
+    "aliasing": "returned an array sharing memory with an input or an earlier output",
+    "clock-tampering": "replaced the clock the harness reads",
+    "harness-tampering": "patched the harness, the reference or the random generator",
+    "protected-write": "tried to write the results or the leaderboard",
+    "thread-hog": "used more CPU time than its threads allow",
+    "too-many-processes": "started more processes than allowed",
+    "memory": "exceeded the memory limit",
+    "timeout": "exceeded the time limit",
+    "crash": "the worker crashed",
+    "foreign-cpu": "built for another CPU",
+    "impossible-time": "reported a time faster than the machine can compute",
+}
+
+
+class Violation(Exception):
+    """A rule broken by a backend; `name` is a key of VIOLATIONS."""
+
+    def __init__(self, name: str, detail: str = ""):
+        if name not in VIOLATIONS:
+            raise ValueError(f"unknown violation {name!r}; known: {', '.join(VIOLATIONS)}")
+        self.name, self.detail = name, detail
+        super().__init__(self.reason)
+
+    @property
+    def reason(self) -> str:
+        """`name: detail` as results and the board print it."""
+        return f"{self.name}: {self.detail or VIOLATIONS[self.name]}"
+
+
+def exit_violation(returncode: int) -> Violation | None:
+    """A worker that died by a signal, named; None for a normal exit."""
+    if returncode is None or returncode >= 0:
+        return None
+    sig = -returncode
+    try:
+        signame = signal.Signals(sig).name
+    except ValueError:
+        signame = f"signal {sig}"
+    if sig == signal.SIGILL:
+        return Violation("foreign-cpu", "SIGILL: built for another CPU; rebuild on this "
+                                        "machine or with TINYTORCH_PORTABLE=1")
+    if sig == signal.SIGXFSZ:
+        return Violation("protected-write", "SIGXFSZ: wrote a file beyond the size limit")
+    return Violation("crash", f"the worker died of {signame}")
+
+
+# ------------------------------------------------------------------ aliasing
+
+def check_fresh(outputs, inputs, earlier=()) -> None:
+    """Violation("aliasing") unless every output owns memory no input or earlier output uses."""
+    arrays = [a for a in inputs if isinstance(a, np.ndarray)]
+    seen = [a for a in earlier if isinstance(a, np.ndarray)]
+    for i, out in enumerate(outputs):
+        if not isinstance(out, np.ndarray):
+            continue
+        if any(np.may_share_memory(out, a) for a in arrays):
+            raise Violation("aliasing", "an output shares memory with its inputs")
+        if any(np.may_share_memory(out, a) for a in seen + list(outputs[:i])):
+            raise Violation("aliasing", "an output reuses the memory of an earlier output")
+
+
+def aliasing_error(exc: BaseException) -> Violation | None:
+    """The contract's own aliasing refusal (a BackendError) as the named violation."""
+    from ..backends.base import BackendError
+    if isinstance(exc, BackendError) and "shares memory" in str(exc):
+        return Violation("aliasing", str(exc))
+    return None
+
+
+# ------------------------------------------------------------------ tampering
+
+#: module -> attributes the harness relies on; replacing one is tampering.
+_CLOCK = ("time", ("perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time",
+                   "time_ns", "process_time", "sleep"))
+_WATCHED = {
+    "numpy.random": ("default_rng", "Generator", "PCG64", "SeedSequence", "seed", "rand",
+                     "randn", "standard_normal", "random"),
+    "numpy": ("may_share_memory", "asarray", "array", "empty", "save", "load",
+              "ascontiguousarray"),
+}
+#: method names of numpy's Generator a harness draws with.
+_GENERATOR_METHODS = ("standard_normal", "random", "integers", "normal", "uniform")
+
+
+class Integrity:
+    """A snapshot of what the harness relies on, taken before the backend is imported."""
+
+    def __init__(self):
+        import numpy.random
+        self._clock = {a: getattr(sys.modules[_CLOCK[0]], a) for a in _CLOCK[1]}
+        self._objects = {(m, a): getattr(sys.modules[m], a)
+                         for m, attrs in _WATCHED.items() for a in attrs}
+        self._generator = {a: numpy.random.Generator.__dict__.get(a) for a in _GENERATOR_METHODS}
+        self._harness = {
+            name: {a: v for a, v in vars(module).items() if callable(v)}
+            for name, module in list(sys.modules.items())
+            if name.startswith(("tinytorch.arena", "tinytorch.backends.base")) and module}
+
+    def check(self) -> None:
+        """Violation naming the first replaced clock, harness or generator attribute."""
+        import numpy.random
+        time_module = sys.modules[_CLOCK[0]]
+        for attr, original in self._clock.items():
+            if getattr(time_module, attr, None) is not original:
+                raise Violation("clock-tampering", f"time.{attr} was replaced")
+        for (module, attr), original in self._objects.items():
+            if getattr(sys.modules.get(module), attr, None) is not original:
+                raise Violation("harness-tampering", f"{module}.{attr} was replaced")
+        for attr, original in self._generator.items():
+            if numpy.random.Generator.__dict__.get(attr) is not original:
+                raise Violation("harness-tampering",
+                                f"numpy.random.Generator.{attr} was replaced")
+        for name, namespace in self._harness.items():
+            module = sys.modules.get(name)
+            if module is None:
+                raise Violation("harness-tampering", f"module {name} was removed")
+            current = vars(module)
+            for attr, original in namespace.items():
+                if current.get(attr) is not original:
+                    raise Violation("harness-tampering", f"{name}.{attr} was replaced")
+
+
+# ------------------------------------------------------------------ protected files
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+#: audit event -> positions of the arguments naming a path it changes.
+_CHANGING_EVENTS = {
+    "os.rename": (0, 1), "os.remove": (0,), "os.rmdir": (0,), "os.truncate": (0,),
+    "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,), "os.link": (1,),
+    "os.symlink": (1,), "os.mkdir": (0,), "shutil.rmtree": (0,), "shutil.move": (0, 1),
+    "shutil.copyfile": (1,),
+}
+
+
+def _writes(mode, flags) -> bool:
+    if isinstance(mode, str) and any(c in mode for c in "wax+"):
+        return True
+    return isinstance(flags, int) and flags & _WRITE_FLAGS != 0
+
+
+def guard_writes(protected_dirs, on_violation) -> None:
+    """Refuse (and report once) any Python-level write, rename or delete under `protected_dirs`.
+
+    An audit hook cannot be removed once added; the unprivileged user of
+    sandbox.py is what stops writes that bypass Python (ctypes, C code).
+    """
+    roots = [os.path.realpath(d) for d in protected_dirs]
+
+    def protected(path) -> bool:
+        try:
+            real = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return any(real == r or real.startswith(r + os.sep) for r in roots)
+
+    def hook(event, args):
+        if event == "open":
+            paths = args[:1] if len(args) >= 3 and _writes(args[1], args[2]) else ()
+        else:
+            paths = [args[i] for i in _CHANGING_EVENTS.get(event, ()) if i < len(args)]
+        for path in paths:
+            if isinstance(path, (str, bytes, os.PathLike)) and protected(path):
+                violation = Violation("protected-write", f"tried to {event.split('.')[-1]} "
+                                                         f"{os.fsdecode(path)}")
+                on_violation(violation)
+                raise PermissionError(violation.reason)
+
+    sys.addaudithook(hook)
