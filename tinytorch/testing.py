@@ -243,6 +243,7 @@ class OperationReport:
     cases: int
     worst_error: float
     failure: str | None = None  # "<minimal failing call>: <what went wrong>"
+    example: Case | None = None  # the minimal failing case, to replay with run_case
 
 
 @dataclasses.dataclass
@@ -285,29 +286,32 @@ class _Mismatch(AssertionError):
 
 def check_operation(backend: ComputeBackend, op: str, max_examples: int = 25,
                     seed: int = 0) -> OperationReport:
-    """Edge cases, then `max_examples` random cases of `op`; stop at the first failure."""
-    worst, tried = 0.0, 0
+    """Edge cases, then `max_examples` random cases of `op`, shrinking any failure."""
+    own = op in implemented_operations(type(backend))
+    worst, tried, failed = 0.0, 0, None
     for case in edge_cases(op):
         error, problem = run_case(backend, case)
-        tried += 1
-        worst = max(worst, error)
+        tried, worst = tried + 1, max(worst, error)
         if problem:
-            return OperationReport(op, op in implemented_operations(type(backend)), False,
-                                   tried, worst, f"{case.describe()}: {problem}")
+            failed = (case, problem)
+            break
+    # Even after an edge case failed, hypothesis looks for a smaller failing case.
     if max_examples > 0:
-        worst, tried, failure = _search(backend, op, max_examples, seed, worst, tried)
-        if failure:
-            return OperationReport(op, op in implemented_operations(type(backend)), False,
-                                   tried, worst, failure)
-    return OperationReport(op, op in implemented_operations(type(backend)), True, tried, worst)
+        worst, tried, found = _search(backend, op, max_examples, seed, worst, tried)
+        failed = found or failed
+    if failed is None:
+        return OperationReport(op, own, True, tried, worst)
+    case, problem = failed
+    where = case.describe() if case is not None else "hypothesis"
+    return OperationReport(op, own, False, tried, worst, f"{where}: {problem}", case)
 
 
 def _search(backend, op, max_examples, seed, worst, tried):
-    """Let hypothesis look for a failing case and shrink it; returns (worst, tried, failure)."""
+    """Let hypothesis look for a failing case and shrink it: (worst, tried, (case, problem))."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as fixed_seed
 
-    state = {"worst": worst, "tried": tried, "failure": None}
+    state = {"worst": worst, "tried": tried, "failed": None}
 
     @fixed_seed(seed)
     @settings(max_examples=max_examples, deadline=None, database=None, print_blob=False,
@@ -319,15 +323,15 @@ def _search(backend, op, max_examples, seed, worst, tried):
         state["worst"] = max(state["worst"], error)
         if problem:
             # Hypothesis replays the shrunk case last, so this ends up the minimal one.
-            state["failure"] = f"{case.describe()}: {problem}"
+            state["failed"] = (case, problem)
             raise _Mismatch(problem)
 
     try:
         prop()
     except Exception as exc:  # noqa: BLE001 - e.g. a backend giving different answers per call
-        if state["failure"] is None:
-            state["failure"] = f"{type(exc).__name__}: {exc}"
-    return state["worst"], state["tried"], state["failure"]
+        if state["failed"] is None:
+            state["failed"] = (None, f"{type(exc).__name__}: {exc}")
+    return state["worst"], state["tried"], state["failed"]
 
 
 def _resolve(name_or_instance) -> ComputeBackend:
@@ -426,7 +430,10 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
-    if "conformance_backend" in metafunc.fixturenames:
+    # Called twice when this module is both the plugin (-p) and the test module: once is enough.
+    if "conformance_backend" in metafunc.fixturenames and \
+            not getattr(metafunc, "_tinytorch_parametrized", False):
+        metafunc._tinytorch_parametrized = True
         names = metafunc.config.getoption("--backend", default=None) or []
         metafunc.parametrize("conformance_backend", names or ["naive"])
         metafunc.parametrize("conformance_operation", OPERATIONS)
