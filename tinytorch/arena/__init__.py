@@ -1,0 +1,12 @@
+"""The competition arena: checks, times and ranks backends, each in its own worker.
+
+The parent process is trusted and the worker is not: the parent generates the
+inputs, computes float64 references, reads the clock and measures memory; the
+worker only loads one backend and runs what it is sent (see worker.py).
+
+Modules, in the order a run uses them: events (leaderboard/events.toml),
+problems (inputs, references, cheap checks per event kind), wire (the pipe
+protocol), worker / runner (the two ends of a worker), competition (the
+check and timing phases), scoring, results (the JSON run file), board
+(README.md, index.html), compete and leaderboard (the commands).
+"""

@@ -1,0 +1,266 @@
+"""One competition run: check every backend, then time it, one backend at a time.
+
+Phase 1 (may run for several backends at once, `jobs`): every case (event x
+shape x dtype) is run once in the backend's worker on fresh inputs and
+compared with a float64 reference. Phase 2 (serial): cases that passed are
+timed in a fresh worker, batches of the candidate alternating with batches of
+the `optimized` reference in its own worker, so both see the same machine
+load; every timed output is spot-checked and, after timing, one more input set
+drawn from a fresh secret seed is checked in full, so a memoised answer
+fails. Memory events run their workload once in a fresh worker and record
+the resident high-water mark above the worker's baseline.
+
+Statuses of a case: ok, wrong, nan, error, crash (unranked); timeout, memory
+(the event counts 0.01); skipped (too slow for this backend, not counted).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import secrets
+import statistics
+import time
+
+import numpy as np
+
+from .events import MEMORY_KIND, Event, Rules
+from .problems import PROBLEMS, has_nonfinite
+from .runner import Limits, Worker, WorkerFailure, spawn_worker
+
+REFERENCE = "optimized"          # the backend every time is compared with
+STAGING_BYTES = 256 << 20        # most input/output bytes one timed batch may hold
+
+
+@dataclasses.dataclass
+class Contestant:
+    name: str                    # how the board lists it
+    spec: str                    # what the worker loads: a registered name or "module:Class"
+    reference: bool = False      # naive, numpy, optimized: baselines, never candidates
+    provenance: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    event: Event
+    params: dict
+    dtype: str
+
+    @property
+    def problem(self):
+        return PROBLEMS[self.event.problem_kind]
+
+    def describe(self) -> dict:
+        return {"event": self.event.name, "kind": self.event.kind,
+                "workload": self.event.problem_kind, "label": self.problem.label(self.params),
+                "dtype": self.dtype, "params": dict(self.params),
+                "flops": self.problem.flops(self.params)}
+
+
+def cases_for(events: list[Event], backend: str, quick: bool) -> list[Case]:
+    return [Case(event, params, dtype) for event in events
+            for params in event.shapes_for(backend, quick) for dtype in event.dtypes]
+
+
+def skipped_cases(events, backend, quick) -> list[dict]:
+    """Cases the event declares too slow for `backend`: listed, never counted."""
+    ran = {(c.event.name, c.problem.label(c.params), c.dtype) for c in cases_for(events, backend, quick)}
+    return [{**case.describe(), "status": "skipped", "reason": f"too slow for {backend}"}
+            for case in cases_for(events, "", quick)
+            if (case.event.name, case.problem.label(case.params), case.dtype) not in ran]
+
+
+def _rng():
+    """A generator from a secret seed: nothing a worker could predict."""
+    return np.random.default_rng(secrets.randbits(128))
+
+
+class Arena:
+    """The rules of one run and the workers they apply to."""
+
+    def __init__(self, rules: Rules, events: list[Event], quick: bool = False,
+                 advance=lambda: None):
+        self.rules, self.events, self.quick, self.advance = rules, events, quick, advance
+        self._reference: Worker | None = None
+
+    # ---------------------------------------------------------------- workers
+
+    def limits(self, case: Case | None = None) -> Limits:
+        wall = (case and case.event.time_budget_s) or self.rules.wall_time_s
+        return Limits(wall, self.rules.memory_mb, self.rules.threads)
+
+    def start(self, contestant: Contestant, case: Case | None = None) -> Worker:
+        """A fresh worker with the backend loaded (WorkerFailure if it does not load)."""
+        worker = spawn_worker(self.limits(case))
+        try:
+            worker.request({"op": "load", "spec": contestant.spec, "threads": self.rules.threads})
+        except WorkerFailure as failure:
+            worker.close()
+            raise WorkerFailure(failure.status, f"could not load backend: {failure.reason}") from None
+        return worker
+
+    def _run(self, worker: Worker, case: Case, input_sets, timed=False):
+        """Stage input sets, run them (the parent reads the clock), fetch the outputs."""
+        problem, limit = case.problem, self.limits(case).wall_time_s
+        worker.request({"op": "stage", "kind": problem.kind, "params": case.params,
+                        "count": len(input_sets)},
+                       [a for inputs in input_sets for a in inputs], timeout=limit)
+        start = time.perf_counter()
+        worker.request({"op": "run"}, timeout=limit)
+        elapsed = time.perf_counter() - start
+        expected = problem.output_bytes(case.params, case.dtype) * len(input_sets)
+        _, arrays = worker.request({"op": "fetch"}, timeout=limit, max_bytes=expected + (1 << 16) * len(input_sets))
+        per_set = len(problem.output_shapes(case.params))
+        if len(arrays) != per_set * len(input_sets):
+            raise WorkerFailure("error", f"sent {len(arrays)} outputs for {len(input_sets)} calls")
+        outputs = [arrays[i:i + per_set] for i in range(0, len(arrays), per_set)]
+        return elapsed, outputs
+
+    def _verdict(self, case: Case, inputs, outputs, full: bool, when: str) -> dict | None:
+        """None if the outputs are right, else the failed case's status and reason."""
+        if has_nonfinite(outputs):
+            return {"status": "nan", "reason": f"returned NaN or Inf {when}"}
+        problem, tolerance = case.problem, self.rules.tolerance(case.dtype)
+        error = (problem.check(case.params, inputs, outputs) if full else
+                 problem.spot_check(case.params, inputs, outputs, _rng()))
+        if not error <= tolerance:
+            return {"status": "wrong", "error": error,
+                    "reason": f"wrong answer {when}: relative error {error:.3g} > {tolerance:g}"}
+        return None
+
+    # ---------------------------------------------------------------- phase 1
+
+    def check(self, contestant: Contestant) -> list[dict]:
+        """Run every case once on fresh inputs against a float64 reference."""
+        results, worker = [], None
+        for case in cases_for(self.events, contestant.name, self.quick):
+            row = case.describe()
+            try:
+                worker = worker or self.start(contestant, case)
+                inputs = case.problem.make_inputs(case.params, case.dtype, _rng())
+                _, (outputs,) = self._run(worker, case, [inputs])
+                row["error"] = case.problem.check(case.params, inputs, outputs)
+                row.update(self._verdict(case, inputs, outputs, True, "on fresh inputs")
+                           or {"status": "ok"})
+            except WorkerFailure as failure:
+                row.update(status=failure.status, reason=failure.reason)
+                if worker is not None:
+                    worker.close()
+                worker = None
+            results.append(row)
+            self.advance()
+        if worker is not None:
+            worker.close()
+        return results
+
+    # ---------------------------------------------------------------- phase 2
+
+    def reference_worker(self) -> Worker:
+        if self._reference is None or self._reference.process.poll() is not None:
+            self._reference = self.start(Contestant(REFERENCE, REFERENCE, True))
+        return self._reference
+
+    def close(self):
+        if self._reference is not None:
+            self._reference.close()
+            self._reference = None
+
+    def _batch_size(self, worker, case, bytes_per_set):
+        """Repeats per batch so a batch lasts at least min_batch_ms (after one warm-up)."""
+        rng = _rng()
+        for _ in range(2):   # the first run warms up caches and lazy imports
+            elapsed, _ = self._run(worker, case, [case.problem.make_inputs(case.params, case.dtype, rng)])
+        wanted = math.ceil(self.rules.min_batch_ms / 1000 / max(elapsed, 1e-7))
+        return max(1, min(wanted, STAGING_BYTES // max(bytes_per_set, 1), 10000))
+
+    def measure(self, contestant: Contestant, checked: list[dict]) -> list[dict]:
+        """Time every case that passed phase 1; measure memory events in fresh workers."""
+        cases = {(c.event.name, c.problem.label(c.params), c.dtype): c
+                 for c in cases_for(self.events, contestant.name, self.quick)}
+        results, worker = [], None
+        for row in checked:
+            case = cases[(row["event"], row["label"], row["dtype"])]
+            if row["status"] == "ok":
+                try:
+                    if case.event.kind == MEMORY_KIND:
+                        row.update(self._memory(contestant, case))
+                    else:
+                        worker = worker or self.start(contestant, case)
+                        row.update(self._time(worker, contestant, case))
+                except WorkerFailure as failure:
+                    row.update(status=failure.status, reason=f"{failure.reason} while timing")
+                    if worker is not None:
+                        worker.close()
+                    worker = None
+            results.append(row)
+            self.advance()
+        if worker is not None:
+            worker.close()
+        return results
+
+    def _time(self, worker, contestant, case) -> dict:
+        problem = case.problem
+        set_bytes = (sum(a.nbytes for a in problem.make_inputs(case.params, case.dtype, _rng()))
+                     + problem.output_bytes(case.params, case.dtype))
+        own = contestant.name == REFERENCE
+        reference = None if own else self.reference_worker()
+        reps = self._batch_size(worker, case, set_bytes)
+        ref_reps = None if own else self._batch_size(reference, case, set_bytes)
+        times, ref_times = [], []
+        repeats = case.event.repeats or (self.rules.quick_repeats if self.quick else self.rules.repeats)
+        for _ in range(repeats):
+            rng = _rng()
+            input_sets = [problem.make_inputs(case.params, case.dtype, rng) for _ in range(reps)]
+            elapsed, outputs = self._run(worker, case, input_sets)
+            for inputs, outs in zip(input_sets, outputs):
+                failed = self._verdict(case, inputs, outs, False, "on timed inputs")
+                if failed:
+                    return failed
+            times.append(elapsed / reps)
+            if not own:
+                ref_sets = [problem.make_inputs(case.params, case.dtype, rng) for _ in range(ref_reps)]
+                try:
+                    elapsed, _ = self._run(reference, case, ref_sets)
+                except WorkerFailure as failure:
+                    raise RuntimeError(f"the reference backend {REFERENCE!r} failed: "
+                                       f"{failure.reason}") from None
+                ref_times.append(elapsed / ref_reps)
+        inputs = problem.make_inputs(case.params, case.dtype, _rng())   # secret re-draw
+        _, (outputs,) = self._run(worker, case, [inputs])
+        failed = self._verdict(case, inputs, outputs, True, "on inputs re-drawn after timing")
+        if failed:
+            return failed
+        timing = _summary(times, reps)
+        return {"time_ms": timing,
+                "reference_time_ms": timing if own else _summary(ref_times, ref_reps),
+                "gflops": problem.flops(case.params) / (timing["median"] / 1000) / 1e9}
+
+    def _memory(self, contestant, case) -> dict:
+        """Peak resident memory of one call above the fresh worker's baseline, in MB."""
+        worker = self.start(contestant, case)
+        try:
+            inputs = case.problem.make_inputs(case.params, case.dtype, _rng())
+            limit = self.limits(case).wall_time_s
+            worker.request({"op": "stage", "kind": case.problem.kind, "params": case.params,
+                            "count": 1}, inputs, timeout=limit)
+            exact = worker.reset_peak()
+            baseline = worker.rss_mb() if exact else worker.peak_rss_mb()
+            worker.request({"op": "run"}, timeout=limit)
+            peak = worker.peak_rss_mb()
+            _, outputs = worker.request({"op": "fetch"}, timeout=limit,
+                                        max_bytes=case.problem.output_bytes(case.params, case.dtype) + (1 << 16))
+        finally:
+            worker.close()
+        failed = self._verdict(case, inputs, outputs, True, "in the memory event")
+        if failed:
+            return failed
+        return {"memory_mb": max(0.0, peak - baseline),
+                "memory_method": "peak RSS above baseline" if exact else
+                                 "peak RSS above the worker's earlier peak (lower bound)"}
+
+
+def _summary(per_call_seconds, reps) -> dict:
+    ms = [t * 1000 for t in per_call_seconds]
+    median = statistics.median(ms)
+    return {"median": median, "min": min(ms), "max": max(ms),
+            "spread": (max(ms) - min(ms)) / median if median > 0 else 0.0,
+            "samples": ms, "calls_per_batch": reps}

@@ -1,0 +1,230 @@
+"""What each kernel event computes: inputs, float64 references, cheap checks, FLOPs.
+
+The parent uses everything here except `call`, which is the one line the
+worker runs. `check` compares with a full float64 reference (before timing
+and after it, on freshly drawn inputs); `spot_check` verifies every timed
+output cheaply: a Freivalds projection for matmul, sampled entries for the
+convolutions. Both return the relative Frobenius error ||out - ref|| / ||ref||
+(taken over all outputs, or over the sampled entries or projection), so an
+all-zero or constant output fails any tolerance below 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends.base import conv_output_shape
+
+SAMPLES = 64   # entries a convolution's spot check recomputes
+
+
+def relative_error(outputs, references) -> float:
+    """||out - ref|| / ||ref|| over all outputs together; inf for NaN/Inf or wrong shapes."""
+    diff = ref = 0.0
+    for out, r in zip(outputs, references):
+        out = np.asarray(out, dtype=np.float64)
+        if out.shape != r.shape or not np.all(np.isfinite(out)):
+            return float("inf")
+        diff += float(np.sum((out - r) ** 2))
+        ref += float(np.sum(r ** 2))
+    return float(np.sqrt(diff / ref)) if ref > 0 else float(np.sqrt(diff))
+
+
+def has_nonfinite(outputs) -> bool:
+    return any(not np.all(np.isfinite(o)) for o in outputs)
+
+
+class Problem:
+    """One event kind; subclasses fill in the arithmetic."""
+    kind: str
+    keys: tuple[str, ...]        # parameters a shape in events.toml must give
+    input_count: int
+
+    def label(self, p) -> str:
+        raise NotImplementedError
+
+    def flops(self, p) -> float:
+        raise NotImplementedError
+
+    def output_shapes(self, p) -> list[tuple]:
+        raise NotImplementedError
+
+    def make_inputs(self, p, dtype, rng) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def reference(self, p, inputs) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def call(self, backend, p, inputs) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def spot_check(self, p, inputs, outputs, rng) -> float:
+        raise NotImplementedError
+
+    def output_bytes(self, p, dtype) -> int:
+        return sum(int(np.prod(s)) for s in self.output_shapes(p)) * np.dtype(dtype).itemsize
+
+    def check(self, p, inputs, outputs) -> float:
+        return relative_error(outputs, self.reference(p, inputs))
+
+
+def _normal(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+class Matmul(Problem):
+    kind, keys, input_count = "matmul", ("m", "k", "n"), 2
+
+    def label(self, p):
+        return f"{p['m']}x{p['k']}x{p['n']}"
+
+    def flops(self, p):
+        return 2.0 * p["m"] * p["k"] * p["n"]
+
+    def output_shapes(self, p):
+        return [(p["m"], p["n"])]
+
+    def make_inputs(self, p, dtype, rng):
+        return [_normal(rng, (p["m"], p["k"]), dtype), _normal(rng, (p["k"], p["n"]), dtype)]
+
+    def reference(self, p, inputs):
+        a, b = (x.astype(np.float64) for x in inputs)
+        return [a @ b]
+
+    def call(self, backend, p, inputs):
+        return [backend.matmul(*inputs)]
+
+    def spot_check(self, p, inputs, outputs, rng):
+        """Freivalds: C r against A (B r) for a random r, O(n^2) instead of O(n^3)."""
+        a, b = (x.astype(np.float64) for x in inputs)
+        r = rng.standard_normal(p["n"])
+        if outputs[0].shape != (p["m"], p["n"]) or has_nonfinite(outputs):
+            return float("inf")
+        return relative_error([outputs[0].astype(np.float64) @ r], [a @ (b @ r)])
+
+
+class _Conv(Problem):
+    """Shared parameters of the convolution events: x (N,C,H,W), w (F,C,K,K)."""
+    keys = ("n", "c", "h", "w", "f", "k", "stride", "padding")
+
+    def label(self, p):
+        return (f"{p['n']}x{p['c']}x{p['h']}x{p['w']} * {p['f']}x{p['k']}x{p['k']}"
+                f" s{p['stride']} p{p['padding']}")
+
+    def x_shape(self, p):
+        return (p["n"], p["c"], p["h"], p["w"])
+
+    def w_shape(self, p):
+        return (p["f"], p["c"], p["k"], p["k"])
+
+    def y_shape(self, p):
+        return conv_output_shape(self.x_shape(p), self.w_shape(p), p["stride"], p["padding"])
+
+    def flops(self, p):
+        n, f, oh, ow = self.y_shape(p)
+        return 2.0 * n * f * oh * ow * p["c"] * p["k"] ** 2
+
+
+def _numpy64():
+    from ..backends.numpy_backend import NumpyBackend
+    return NumpyBackend()
+
+
+def _gather(x, n, c, rows, cols):
+    """x[n, c, rows, cols] with zeros outside the image (zero padding), broadcasting."""
+    inside = (rows >= 0) & (rows < x.shape[2]) & (cols >= 0) & (cols < x.shape[3])
+    values = x[n, c, np.clip(rows, 0, x.shape[2] - 1), np.clip(cols, 0, x.shape[3] - 1)]
+    return np.where(inside, values, 0.0)
+
+
+class Conv2d(_Conv):
+    kind, input_count = "conv2d", 2
+
+    def output_shapes(self, p):
+        return [self.y_shape(p)]
+
+    def make_inputs(self, p, dtype, rng):
+        return [_normal(rng, self.x_shape(p), dtype), _normal(rng, self.w_shape(p), dtype)]
+
+    def reference(self, p, inputs):
+        x, w = (a.astype(np.float64) for a in inputs)
+        return [_numpy64().conv2d(x, w, p["stride"], p["padding"])]
+
+    def call(self, backend, p, inputs):
+        return [backend.conv2d(inputs[0], inputs[1], p["stride"], p["padding"])]
+
+    def spot_check(self, p, inputs, outputs, rng):
+        """Recompute SAMPLES random output entries directly."""
+        y = outputs[0]
+        if y.shape != self.y_shape(p) or has_nonfinite(outputs):
+            return float("inf")
+        x, w = (a.astype(np.float64) for a in inputs)
+        n, f, oh, ow = y.shape
+        s, pad, k = p["stride"], p["padding"], p["k"]
+        b, o = rng.integers(n, size=SAMPLES), rng.integers(f, size=SAMPLES)
+        i, j = rng.integers(oh, size=SAMPLES), rng.integers(ow, size=SAMPLES)
+        ch, di, dj = np.arange(p["c"]), np.arange(k), np.arange(k)
+        rows = (i * s - pad)[:, None, None, None] + di[None, None, :, None]
+        cols = (j * s - pad)[:, None, None, None] + dj[None, None, None, :]
+        patches = _gather(x, b[:, None, None, None], ch[None, :, None, None], rows, cols)
+        expected = np.einsum("scij,scij->s", patches, w[o])
+        return relative_error([y[b, o, i, j].astype(np.float64)], [expected])
+
+
+class Conv2dBackward(_Conv):
+    """Both gradients of a convolution: (grad_out, w) -> dx and (x, grad_out) -> dw."""
+    kind, input_count = "conv2d_backward", 3
+
+    def output_shapes(self, p):
+        return [self.x_shape(p), self.w_shape(p)]
+
+    def flops(self, p):
+        return 2 * super().flops(p)
+
+    def make_inputs(self, p, dtype, rng):
+        return [_normal(rng, self.x_shape(p), dtype), _normal(rng, self.w_shape(p), dtype),
+                _normal(rng, self.y_shape(p), dtype)]
+
+    def reference(self, p, inputs):
+        x, w, gy = (a.astype(np.float64) for a in inputs)
+        backend, s, pad = _numpy64(), p["stride"], p["padding"]
+        return [backend.conv2d_grad_input(gy, w, x.shape, s, pad),
+                backend.conv2d_grad_weight(x, gy, w.shape, s, pad)]
+
+    def call(self, backend, p, inputs):
+        x, w, gy = inputs
+        s, pad = p["stride"], p["padding"]
+        return [backend.conv2d_grad_input(gy, w, x.shape, s, pad),
+                backend.conv2d_grad_weight(x, gy, w.shape, s, pad)]
+
+    def spot_check(self, p, inputs, outputs, rng):
+        """Recompute SAMPLES random entries of each gradient directly."""
+        gx, gw = outputs
+        if gx.shape != self.x_shape(p) or gw.shape != self.w_shape(p) or has_nonfinite(outputs):
+            return float("inf")
+        x, w, gy = (a.astype(np.float64) for a in inputs)
+        n, f, oh, ow = gy.shape
+        s, pad, k = p["stride"], p["padding"], p["k"]
+        # dw[o, c, a, b] = sum over n, i, j of gy[n, o, i, j] * xpad[n, c, i*s + a, j*s + b]
+        o, c = rng.integers(f, size=SAMPLES), rng.integers(p["c"], size=SAMPLES)
+        a, b = rng.integers(k, size=SAMPLES), rng.integers(k, size=SAMPLES)
+        rows = (np.arange(oh) * s - pad)[None, None, :, None] + a[:, None, None, None]
+        cols = (np.arange(ow) * s - pad)[None, None, None, :] + b[:, None, None, None]
+        xs = _gather(x, np.arange(n)[None, :, None, None], c[:, None, None, None], rows, cols)
+        dw = np.einsum("snij,snij->s", xs, gy[:, o].transpose(1, 0, 2, 3))
+        # dx[m, c, y, z] = sum over o, a, b of gy[m, o, (y+pad-a)/s, (z+pad-b)/s] * w[o, c, a, b]
+        m, c2 = rng.integers(n, size=SAMPLES), rng.integers(p["c"], size=SAMPLES)
+        yy, zz = rng.integers(p["h"], size=SAMPLES), rng.integers(p["w"], size=SAMPLES)
+        dx = np.zeros(SAMPLES)
+        for da in range(k):
+            for db in range(k):
+                r, q = yy + pad - da, zz + pad - db
+                ok = (r % s == 0) & (q % s == 0) & (r >= 0) & (q >= 0) \
+                    & (r // s < oh) & (q // s < ow)
+                g = gy[m[:, None], np.arange(f)[None, :],
+                       np.clip(r // s, 0, oh - 1)[:, None], np.clip(q // s, 0, ow - 1)[:, None]]
+                dx += np.where(ok, np.einsum("so,os->s", g, w[:, c2, da, db]), 0.0)
+        return relative_error([gx[m, c2, yy, zz].astype(np.float64), gw[o, c, a, b].astype(np.float64)],
+                              [dx, dw])
+
+
+PROBLEMS = {problem.kind: problem for problem in (Matmul(), Conv2d(), Conv2dBackward())}
