@@ -1,0 +1,137 @@
+"""The arena against deliberately broken backends: each fails with the right reason, the rest stands.
+
+Backends come from tests/fixtures/arena_backends.py, loaded by the workers as
+"module:Class" (the fixtures folder is put on PYTHONPATH, which workers inherit).
+"""
+from pathlib import Path
+
+import pytest
+
+from tinytorch.arena import results
+from tinytorch.arena.compete import new_document, run_competition
+from tinytorch.arena.competition import Arena, Contestant
+from tinytorch.arena.events import load_events
+from tinytorch.arena.scoring import PENALTY, score_run
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+EVENTS = """
+[rules]
+wall_time_s = 4.0
+memory_mb = 700
+threads = 1
+min_batch_ms = 5.0
+quick_repeats = 2
+
+[[events]]
+name = "matmul"
+kind = "matmul"
+dtypes = ["float32", "float64"]
+naive_shapes = 1
+shapes = [{ m = 12, k = 10, n = 14 }, { m = 48, k = 40, n = 56 }]
+quick_shapes = [{ m = 12, k = 10, n = 14 }, { m = 48, k = 40, n = 56 }]
+
+[[events]]
+name = "conv2d"
+kind = "conv2d"
+dtypes = ["float32"]
+shapes = [{ n = 1, c = 3, h = 6, w = 6, f = 2, k = 3, stride = 1, padding = 1 }]
+
+[[events]]
+name = "memory"
+kind = "memory"
+workload = "conv2d"
+skip_backends = ["naive"]
+shapes = [{ n = 2, c = 4, h = 8, w = 8, f = 4, k = 3, stride = 1, padding = 1 }]
+"""
+
+BROKEN = {   # fixture class -> (status of its matmul cases, words of the reason)
+    "Raises": ("error", "raised ValueError: this kernel is not written yet"),
+    "WrongValues": ("wrong", "wrong answer on fresh inputs"),
+    "ReturnsNaN": ("nan", "NaN"),
+    "Segfaults": ("crash", "SIGSEGV"),
+    "Hangs": ("timeout", "timed out"),
+    "AllocatesForever": ("memory", "memory limit"),
+    "Memoises": ("wrong", "on timed inputs"),
+}
+
+
+@pytest.fixture(scope="module")
+def run_doc(tmp_path_factory):
+    """One quick competition over the references, a good candidate and every broken one."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTHONPATH", str(FIXTURES))
+    folder = tmp_path_factory.mktemp("arena")
+    (folder / "events.toml").write_text(EVENTS)
+    rules, events = load_events(folder / "events.toml")
+    contestants = [Contestant(name, name, True) for name in ("optimized", "numpy", "naive")]
+    contestants += [Contestant(name, f"arena_backends:{name}") for name in ["Good", *BROKEN]]
+    doc = new_document(rules, events, quick=True)
+    path = results.run_path(folder / "results", doc["run_id"])
+    results.create(path, doc)
+    arena = Arena(rules, events, quick=True)
+    try:
+        run_competition(arena, doc, path, contestants, jobs=4)
+    finally:
+        arena.close()
+        mp.undo()
+    return doc, path
+
+
+def _cases(doc, name, event=None):
+    return [c for c in doc["backends"][name]["cases"] if event is None or c["event"] == event]
+
+
+def test_good_backends_are_complete_and_correct(run_doc):
+    doc, _ = run_doc
+    scores = score_run(doc)
+    for name in ("optimized", "numpy", "Good"):
+        for case in _cases(doc, name):
+            assert case["status"] == "ok", (name, case)
+            if case["kind"] == "memory":
+                assert case["memory_mb"] >= 0
+            else:
+                assert case["error"] <= 1e-4
+                assert case["time_ms"]["median"] > 0 and case["reference_time_ms"]["median"] > 0
+                assert len(case["time_ms"]["samples"]) == 2
+        assert scores[name]["score"] > 0 and scores[name]["unranked_reason"] is None
+    assert scores["optimized"]["score"] == pytest.approx(1.0)
+    assert scores["Good"]["ranked"] and not scores["optimized"]["ranked"]   # references never rank
+
+
+def test_naive_runs_only_its_sizes_and_gives_speedups(run_doc):
+    doc, _ = run_doc
+    statuses = {(c["event"], c["label"], c["dtype"]): c["status"] for c in _cases(doc, "naive")}
+    assert statuses[("matmul", "12x10x14", "float32")] == "ok"
+    assert statuses[("matmul", "48x40x56", "float32")] == "skipped"
+    assert statuses[("memory", "2x4x8x8 * 4x3x3 s1 p1", "float32")] == "skipped"
+    good = {(c["event"], c["label"], c["dtype"]): c for c in score_run(doc)["Good"]["cases"]}
+    assert good[("matmul", "12x10x14", "float32")]["speedup_vs_naive"] > 1
+    assert good[("matmul", "48x40x56", "float32")]["speedup_vs_naive"] is None
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_each_broken_backend_fails_its_event_with_the_right_reason(run_doc, name):
+    doc, _ = run_doc
+    status, words = BROKEN[name]
+    for case in _cases(doc, name, "matmul"):
+        assert case["status"] == status, case
+        assert words in case["reason"], case["reason"]
+    for case in _cases(doc, name, "conv2d"):   # only matmul is broken: the rest stands
+        assert case["status"] == "ok", case
+    scored = score_run(doc)[name]
+    if status in ("timeout", "memory"):
+        assert scored["events"]["matmul"] == pytest.approx(PENALTY)
+        assert scored["ranked"] and scored["score"] < scored["events"]["conv2d"]
+    else:
+        assert not scored["ranked"] and scored["score"] is None
+        assert words in scored["unranked_reason"]
+
+
+def test_the_run_file_round_trips(run_doc):
+    doc, path = run_doc
+    loaded = results.load(path)
+    assert loaded["run_id"] == doc["run_id"] and loaded["schema_version"] == results.SCHEMA_VERSION
+    assert set(loaded["backends"]) == set(doc["backends"])
+    assert score_run(loaded)["Good"]["score"] == pytest.approx(score_run(doc)["Good"]["score"])
+    assert loaded["machine"]["cpu"] and loaded["machine"]["python"]
