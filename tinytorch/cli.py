@@ -11,6 +11,8 @@ import sys
 # (command, module implementing it, one-line help)
 COMMANDS = (
     ("backends", "tinytorch.backends.listing", "list registered backends and whether they load"),
+    ("compete", "tinytorch.arena.compete", "run the competition and publish the leaderboard"),
+    ("leaderboard", "tinytorch.arena.leaderboard_cmd", "re-render the leaderboard from result files; --csv for a gradebook"),
     ("check", "tinytorch.testing", "check a backend against the contract; --bench also times it"),
     ("new-submission", "tinytorch.scaffold", "create a ready-to-build backend package for a student"),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 
-from . import results
+from .merging import merge
 from .scoring import geomean
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -113,6 +113,7 @@ def context(board) -> dict:
     events = board["events"]
     return {
         "rows": rows, "events": events, "runs": board["runs"], "rules": board["rules"],
+        "notes": board.get("notes", []),
         "failed": [r for r in rows if r["unranked_reason"]],
         "event_charts": [(e["name"], event_chart(e["name"], rows)) for e in events],
         "gflops_charts": [(w, gflops_chart(w, rows)) for w in
@@ -123,11 +124,11 @@ def context(board) -> dict:
     }
 
 
-def render(docs: list[dict], board_dir) -> dict:
-    """Write README.md and index.html for these run documents; return the merged board."""
+def render(files: list[tuple[str, dict]], board_dir) -> dict:
+    """Write README.md and index.html for these (path, run document) pairs; return the board."""
     import matplotlib
     matplotlib.use("Agg")
-    board = results.merge(docs)
+    board = merge(files)
     ctx = context(board)
     env = _environment()
     os.makedirs(board_dir, exist_ok=True)

@@ -164,7 +164,7 @@ def run(args) -> int:
             arena.close()
     doc["complete"] = True
     results.write_atomic(path, doc)
-    board = render([doc], args.board_dir)
+    board = render([(path, doc)], args.board_dir)
     print(summary_table(board))
     print(f"\nresults: {path}\nboard:   {os.path.join(args.board_dir, 'README.md')}, "
           f"{os.path.join(args.board_dir, 'index.html')}")

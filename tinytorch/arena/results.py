@@ -3,7 +3,7 @@
 A run file is rewritten (temp file, fsync, rename) after each backend
 finishes, so an interrupted run leaves the last complete state and never a
 half-written file; a new run never overwrites an earlier one (`--resume
-RUN_ID` continues the same file). `merge` combines several files for one board.
+RUN_ID` continues the same file). merging.py combines several files for one board.
 """
 from __future__ import annotations
 
@@ -146,22 +146,3 @@ def load(path) -> dict:
         if key not in doc:
             raise ResultsError(f"{path}: missing key {key!r}")
     return doc
-
-
-def merge(docs: list[dict]) -> dict:
-    """One board's rows from several runs (e.g. identical machines, or a resumed class).
-
-    Each row keeps the scores of its own run (ratios against that run's
-    references). A backend in several runs keeps its latest run's row;
-    reference rows come from the latest run holding them.
-    """
-    from .scoring import score_run
-    rows = {}
-    for doc in sorted(docs, key=lambda d: d["machine"].get("date") or ""):
-        scores = score_run(doc)
-        for name, row in doc["backends"].items():
-            rows[name] = {**row, **scores[name], "run_id": doc["run_id"]}
-    latest = max(docs, key=lambda d: d["machine"].get("date") or "")
-    return {"runs": [{"run_id": d["run_id"], "machine": d["machine"], "quick": d.get("quick"),
-                      "complete": d.get("complete")} for d in docs],
-            "events": latest["events"], "rules": latest.get("rules", {}), "rows": list(rows.values())}
