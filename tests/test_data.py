@@ -182,6 +182,13 @@ class ArchiveServer:
         self.thread.join()
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_for_localhost(monkeypatch):
+    """A proxy configured on the machine must not intercept the local test server."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
 @pytest.fixture(scope="module")
 def archive():
     payload = make_archive()
