@@ -60,6 +60,10 @@ class Problem:
     def spot_check(self, p, inputs, outputs, rng) -> float:
         raise NotImplementedError
 
+    def rates(self, p, seconds) -> dict:
+        """How fast one call of `seconds` is, for the board: GFLOP/s for a kernel."""
+        return {"gflops": self.flops(p) / seconds / 1e9}
+
     def output_bytes(self, p, dtype) -> int:
         return sum(int(np.prod(s)) for s in self.output_shapes(p)) * np.dtype(dtype).itemsize
 
@@ -227,4 +231,160 @@ class Conv2dBackward(_Conv):
                               [dx, dw])
 
 
-PROBLEMS = {problem.kind: problem for problem in (Matmul(), Conv2d(), Conv2dBackward())}
+def _float_model(model, dtype):
+    """Cast every float parameter and buffer of `model` to `dtype` (for float64 references)."""
+    for param in model.parameters():
+        param.data = param.data.astype(dtype)
+    for module in model.modules():
+        for name in module.__dict__.get("_buffers", ()):
+            value = getattr(module, name)
+            if value.dtype.kind == "f":
+                setattr(module, name, value.astype(dtype))
+    return model
+
+
+class _Model(Problem):
+    """A model from tinytorch.models with weights from manual_seed(0), run on the backend.
+
+    The weights are the same in the parent and the worker; the inputs are fresh
+    for every call. The reference is the same model in float64 on the numpy
+    backend, and every timed output is checked against it in full (a model has
+    no cheap projection check). `flops` is None: model events report a rate
+    (images, samples or tokens per second) instead of GFLOP/s.
+    """
+    unit = "samples"
+
+    def __init__(self):
+        self._models = {}           # (params, dtype) -> (model, initial state)
+
+    def build(self, p):
+        raise NotImplementedError
+
+    def label(self, p):
+        return ", ".join(f"{k}={v}" for k, v in p.items())
+
+    def flops(self, p):
+        return None
+
+    def items(self, p) -> int:
+        """How many samples (images, tokens) one call processes."""
+        return p["batch"]
+
+    def rates(self, p, seconds):
+        return {"throughput": self.items(p) / seconds, "throughput_unit": f"{self.unit}/s"}
+
+    def model(self, p, dtype):
+        key = (tuple(sorted(p.items())), np.dtype(dtype).str)
+        if key not in self._models:
+            from ..rng import manual_seed
+            manual_seed(0)
+            model = _float_model(self.build(p), dtype)
+            self._models[key] = (model, model.state_dict())
+        return self._models[key]
+
+    def output_shapes(self, p):
+        model, _ = self.model(p, np.float32)
+        return self._output_shapes(p, model)
+
+    def reference(self, p, inputs):
+        from ..backends.numpy_backend import NumpyBackend
+        inputs = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs]
+        return [o.astype(np.float64) for o in self._run(NumpyBackend(), p, inputs, np.float64)]
+
+    def call(self, backend, p, inputs):
+        dtype = next((a.dtype for a in inputs if a.dtype.kind == "f"), np.dtype(np.float32))
+        return self._run(backend, p, inputs, dtype)
+
+    def spot_check(self, p, inputs, outputs, rng):
+        return self.check(p, inputs, outputs)
+
+
+class ResnetInference(_Model):
+    kind, input_count, unit = "resnet_inference", 1, "images"
+    keys = ("batch", "size", "width", "stages", "blocks")
+
+    def build(self, p):
+        from ..models import build_resnet
+        return build_resnet(3, 10, p["width"], p["stages"], p["blocks"]).eval()
+
+    def _output_shapes(self, p, model):
+        return [(p["batch"], 10)]
+
+    def make_inputs(self, p, dtype, rng):
+        return [_normal(rng, (p["batch"], 3, p["size"], p["size"]), dtype)]
+
+    def _run(self, backend, p, inputs, dtype):
+        from ..config import use_backend
+        from ..tensor import Tensor, no_grad
+        model, _ = self.model(p, dtype)
+        with use_backend(backend), no_grad():
+            return [model(Tensor(inputs[0])).numpy()]
+
+
+class TransformerForward(_Model):
+    kind, input_count, unit = "transformer_forward", 1, "tokens"
+    keys = ("batch", "seq_len", "vocab", "dim", "heads", "layers")
+
+    def build(self, p):
+        from ..models import build_transformer
+        return build_transformer(p["vocab"], p["seq_len"], p["dim"], p["heads"], p["layers"]).eval()
+
+    def items(self, p):
+        return p["batch"] * p["seq_len"]
+
+    def _output_shapes(self, p, model):
+        return [(p["batch"], p["seq_len"], p["vocab"])]
+
+    def make_inputs(self, p, dtype, rng):
+        return [rng.integers(0, p["vocab"], size=(p["batch"], p["seq_len"]), dtype=np.int64)]
+
+    def call(self, backend, p, inputs):
+        return self._run(backend, p, inputs, np.float32)
+
+    def reference(self, p, inputs):
+        from ..backends.numpy_backend import NumpyBackend
+        return self._run(NumpyBackend(), p, inputs, np.float64)
+
+    def _run(self, backend, p, inputs, dtype):
+        from ..config import use_backend
+        from ..tensor import no_grad
+        model, _ = self.model(p, dtype)
+        with use_backend(backend), no_grad():
+            return [model(inputs[0]).numpy()]
+
+
+class MlpTrainStep(_Model):
+    """Forward, cross-entropy loss, backward and an SGD step from the same starting weights;
+    the outputs are the loss and every parameter's gradient."""
+    kind, input_count, unit = "mlp_train_step", 2, "samples"
+    keys = ("batch", "features", "hidden", "layers", "classes")
+
+    def build(self, p):
+        from ..models import build_mlp
+        return build_mlp(p["features"], (p["hidden"],) * p["layers"], p["classes"]).train()
+
+    def _output_shapes(self, p, model):
+        return [(1,)] + [param.shape for param in model.parameters()]
+
+    def make_inputs(self, p, dtype, rng):
+        return [_normal(rng, (p["batch"], p["features"]), dtype),
+                rng.integers(0, p["classes"], size=p["batch"], dtype=np.int64)]
+
+    def _run(self, backend, p, inputs, dtype):
+        from ..config import use_backend
+        from ..nn import CrossEntropyLoss
+        from ..optim import SGD
+        from ..tensor import Tensor
+        model, initial = self.model(p, dtype)
+        model.load_state_dict(initial)            # every call starts from the same weights
+        with use_backend(backend):
+            model.zero_grad()
+            loss = CrossEntropyLoss()(model(Tensor(inputs[0])), inputs[1])
+            loss.backward()
+            grads = [param.grad.numpy().copy() for param in model.parameters()]
+            SGD(model.parameters(), lr=0.01).step()
+        return [np.array([loss.item()], dtype=dtype), *grads]
+
+
+PROBLEMS = {problem.kind: problem for problem in (
+    Matmul(), Conv2d(), Conv2dBackward(), MlpTrainStep(), ResnetInference(), TransformerForward())}
