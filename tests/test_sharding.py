@@ -1,9 +1,11 @@
 """`--shard K/N`: clear errors for bad specs, a stable split, references in every shard."""
 import pytest
 
-from tinytorch.arena.sharding import Shard, parse_shard, select, shard_index
+import argparse
 
-REFERENCES = ("naive", "numpy", "optimized")
+from tinytorch.arena.sharding import (Shard, candidates, file_stem, parse_shard,
+                                     shard_argument, shard_index)
+
 FIELD = [f"student{i:03d}" for i in range(300)]
 
 
@@ -28,20 +30,27 @@ def test_good_specs_parse_and_print_back():
     assert str(parse_shard("3/3")) == "3/3"
 
 
-def test_every_candidate_runs_in_exactly_one_shard_and_references_in_all():
+def test_every_candidate_runs_in_exactly_one_shard():
     count = 7
     seen = []
     for k in range(1, count + 1):
-        refs, candidates = select(FIELD + list(REFERENCES), Shard(k, count), REFERENCES)
-        assert refs == list(REFERENCES)
-        assert not set(candidates) & set(REFERENCES)
-        seen += candidates
+        seen += candidates(FIELD, Shard(k, count))
     assert sorted(seen) == sorted(FIELD)
 
 
-def test_an_empty_shard_still_runs_the_references():
-    refs, candidates = select(list(REFERENCES), Shard(2, 3), REFERENCES)
-    assert refs == list(REFERENCES) and candidates == []
+def test_argparse_shows_the_reason_not_a_generic_message(capsys):
+    parser = argparse.ArgumentParser(prog="tinytorch compete")
+    parser.add_argument("--shard", type=shard_argument)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--shard", "3/2"])
+    assert "argument --shard: '3/2': shards count from 1, so K must be between 1 and 2" \
+        in capsys.readouterr().err
+    assert parser.parse_args(["--shard", "2/3"]).shard == Shard(2, 3)
+
+
+def test_shards_of_one_run_write_different_files():
+    assert file_stem("slurm-42", Shard(2, 3)) == "slurm-42.shard-2-of-3"
+    assert file_stem("slurm-42", None) == "slurm-42"
 
 
 def test_adding_or_removing_a_backend_moves_nobody_else():
@@ -63,5 +72,4 @@ def test_the_split_is_reasonably_even():
 
 
 def test_no_shard_means_the_whole_field():
-    refs, candidates = select(FIELD + ["naive"], None, REFERENCES)
-    assert candidates == sorted(FIELD)
+    assert candidates(FIELD, None) == sorted(FIELD)

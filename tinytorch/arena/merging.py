@@ -155,7 +155,9 @@ def merge(files: list[tuple[str, dict]]) -> dict:
                                 "status": "unfinished", "file": _label(path),
                                 "backends": unfinished})
     for entry in missing:
-        who = f": {', '.join(entry['backends'])} not measured" if entry.get("backends") else ""
+        who = (f": {', '.join(entry['backends'])} not measured" if entry.get("backends") else
+               ": no submission was assigned to it, so only its reference rows are lost"
+               if entry["status"] == "missing" else "")
         notes.append(f"shard {entry['shard']} of run {entry['run_id']} is {entry['status']}{who}")
 
     latest = max((doc for _, doc in files), key=lambda d: d["machine"].get("date") or "")

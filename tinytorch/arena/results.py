@@ -7,12 +7,14 @@ RUN_ID` continues the same file). merging.py combines several files for one boar
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import hashlib
 import json
 import math
 import os
 import platform
+import re
 import secrets
 import subprocess
 import sys
@@ -27,6 +29,15 @@ class ResultsError(ValueError):
 def new_run_id() -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def run_id_argument(text: str) -> str:
+    """`--run-id` for argparse: a run id names a file, so letters, digits, `.`, `_`, `-` only."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a run id names the results file, so it may hold only letters, digits, "
+            f"'.', '_' and '-' and must start with a letter or digit")
+    return text
 
 
 def run_path(results_dir, run_id) -> str:

@@ -9,6 +9,7 @@ the same machine in the same run — including a shard with no candidates.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import re
@@ -22,11 +23,11 @@ class Shard:
 
     def __post_init__(self):
         if self.count < 1:
-            raise ValueError(f"--shard {self.index}/{self.count}: the number of shards N must "
-                             "be at least 1")
+            raise ValueError(f"'{self.index}/{self.count}': the number of shards N must be "
+                             "at least 1")
         if not 1 <= self.index <= self.count:
-            raise ValueError(f"--shard {self.index}/{self.count}: shards count from 1, so K "
-                             f"must be between 1 and {self.count}")
+            raise ValueError(f"'{self.index}/{self.count}': shards count from 1, so K must be "
+                             f"between 1 and {self.count}")
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -40,9 +41,22 @@ def parse_shard(text: str) -> Shard:
     """Parse `K/N` (1 <= K <= N); anything else is a ValueError saying what is wrong."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if match is None:
-        raise ValueError(f"--shard {text!r}: expected K/N with whole numbers, "
-                         "e.g. --shard 2/5 (shard 2 of 5, counting from 1)")
+        raise ValueError(f"{text!r}: expected K/N with whole numbers, e.g. 2/5 "
+                         "(shard 2 of 5, counting from 1)")
     return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def shard_argument(text: str) -> Shard:
+    """`--shard K/N` for argparse, which shows this message instead of a generic one."""
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def file_stem(run_id: str, shard: Shard | None) -> str:
+    """A run file's name without `.json`: shards of one run share the run id."""
+    return run_id if shard is None else f"{run_id}.shard-{shard.index}-of-{shard.count}"
 
 
 def _weight(shard: int, name: str) -> int:
@@ -55,13 +69,6 @@ def shard_index(name: str, count: int) -> int:
     return max(range(1, count + 1), key=lambda k: _weight(k, name))
 
 
-def select(names, shard: Shard | None, references) -> tuple[list[str], list[str]]:
-    """(references, candidates) this shard runs: every reference, and its slice of the rest.
-
-    Without a shard every candidate runs. Order is the references', then sorted names.
-    """
-    references = list(references)
-    candidates = sorted(n for n in set(names) if n not in references)
-    if shard is not None:
-        candidates = [n for n in candidates if shard.runs(n)]
-    return references, candidates
+def candidates(names, shard: Shard | None) -> list[str]:
+    """The candidates (never references: they run in every shard) that `shard` times, sorted."""
+    return sorted(n for n in set(names) if shard is None or shard.runs(n))
