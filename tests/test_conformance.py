@@ -10,7 +10,7 @@ import tinytorch
 from fixtures.buggy_backends import (BLOCK, PLANTED, BlockEdgeBackend, IgnoresPaddingBackend,
                                      MutatesInputBackend, WrongDtypeBackend,
                                      WrongTransposeBackend)
-from fixtures.plugins import GOOD_BACKEND, add_distribution, tinytorch_cli
+from fixtures.plugins import GOOD_BACKEND, add_distribution, python, tinytorch_cli
 from tinytorch.backends import ComputeBackend, NumpyBackend
 from tinytorch.testing import (OPERATIONS, Case, check_backend, edge_cases, reference,
                                run_case)
@@ -196,3 +196,20 @@ def test_pytest_entry_runs_one_test_per_operation(plugin_site, tmp_path):
                          env=env, cwd=tmp_path)
     assert bad.returncode == 1
     assert "1 failed, 4 passed" in bad.stdout and "buggyplug: conv2d(" in bad.stdout
+
+
+def test_without_hypothesis_the_edge_cases_still_run_and_the_report_says_so():
+    done = python("""
+        import sys
+        sys.modules['hypothesis'] = None          # as if it were not installed
+        from tinytorch.testing import check_backend
+        report = check_backend('numpy')
+        print(report.passed, report.random_cases, sum(op.cases for op in report.operations))
+        print(report.format())
+    """)
+    assert done.returncode == 0, done.stderr
+    first, *rest = done.stdout.splitlines()
+    passed, random_cases, cases = first.split()
+    assert (passed, random_cases) == ("True", "False") and int(cases) >= 20
+    assert any("only the edge cases ran" in line and "pip install hypothesis" in line
+               for line in rest)

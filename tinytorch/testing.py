@@ -252,6 +252,7 @@ class ConformanceReport:
     backend: str
     operations: list[OperationReport]
     stale: str | None = None    # the command that rebuilds a stale compiled extension
+    random_cases: bool = True   # False: hypothesis is missing, only the edge cases ran
 
     @property
     def passed(self) -> bool:
@@ -271,6 +272,8 @@ class ConformanceReport:
                          f"({source}, {op.cases} cases, worst relative error {error})")
             if op.failure:
                 lines.append(f"        minimal failing example: {op.failure}")
+        if not self.random_cases:
+            lines.append(f"warning: only the edge cases ran; {NO_HYPOTHESIS}")
         if self.stale:
             lines.append(f"warning: the compiled kernels are older than their .pyx sources "
                          f"(a stale build); rebuild with: {self.stale}")
@@ -278,6 +281,18 @@ class ConformanceReport:
             f"{len(self.failures())} of {len(self.operations)} operations FAIL"
         lines.append(f"{self.backend}: {verdict}")
         return "\n".join(lines)
+
+
+NO_HYPOTHESIS = ("the random cases need the hypothesis package, which is not installed "
+                 "(pip install hypothesis)")
+
+
+def hypothesis_available() -> bool:
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _Mismatch(AssertionError):
@@ -296,7 +311,7 @@ def check_operation(backend: ComputeBackend, op: str, max_examples: int = 25,
             failed = (case, problem)
             break
     # Even after an edge case failed, hypothesis looks for a smaller failing case.
-    if max_examples > 0:
+    if max_examples > 0 and hypothesis_available():
         worst, tried, found = _search(backend, op, max_examples, seed, worst, tried)
         failed = found or failed
     if failed is None:
@@ -351,7 +366,8 @@ def check_backend(name_or_instance, max_examples: int = 25, seed: int = 0,
     backend = _resolve(name_or_instance)
     reports = [check_operation(backend, op, max_examples, seed) for op in operations]
     stale = stale_rebuild_command(inspect.getmodule(type(backend)))
-    return ConformanceReport(backend_name(backend), reports, stale)
+    return ConformanceReport(backend_name(backend), reports, stale,
+                             random_cases=max_examples <= 0 or hypothesis_available())
 
 
 # ---------------------------------------------------------------- tinytorch check
