@@ -44,7 +44,8 @@ def ranked_rows(board) -> list[dict]:
 def _svg(figure) -> str:
     import matplotlib.pyplot as plt
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    with plt.rc_context({"svg.fonttype": "none"}):    # text stays text: readable, searchable
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg"):]
