@@ -68,17 +68,30 @@ def exit_violation(returncode: int) -> Violation | None:
 
 # ------------------------------------------------------------------ aliasing
 
-def check_fresh(outputs, inputs, earlier=()) -> None:
-    """Violation("aliasing") unless every output owns memory no input or earlier output uses."""
-    arrays = [a for a in inputs if isinstance(a, np.ndarray)]
-    seen = [a for a in earlier if isinstance(a, np.ndarray)]
-    for i, out in enumerate(outputs):
-        if not isinstance(out, np.ndarray):
-            continue
-        if any(np.may_share_memory(out, a) for a in arrays):
-            raise Violation("aliasing", "an output shares memory with its inputs")
-        if any(np.may_share_memory(out, a) for a in seen + list(outputs[:i])):
-            raise Violation("aliasing", "an output reuses the memory of an earlier output")
+def _byte_bounds(array):
+    try:
+        from numpy.lib.array_utils import byte_bounds     # numpy >= 2.0
+    except ImportError:
+        byte_bounds = np.byte_bounds
+    return byte_bounds(array)
+
+
+def check_fresh(outputs, inputs=()) -> None:
+    """Violation("aliasing") if any output shares memory with an input or another output.
+
+    `outputs` and `inputs` are flat lists over every call of one batch; the
+    check sorts byte ranges, so thousands of calls cost milliseconds.
+    """
+    spans = sorted((*_byte_bounds(a), is_output)
+                   for arrays, is_output in ((outputs, True), (inputs, False))
+                   for a in arrays if isinstance(a, np.ndarray) and a.nbytes)
+    end, end_is_output = None, False
+    for start, stop, is_output in spans:
+        if end is not None and start < end and (is_output or end_is_output):
+            raise Violation("aliasing", "an output shares memory with an input or with "
+                                        "another output; return a new array from every call")
+        if end is None or stop > end:
+            end, end_is_output = stop, is_output
 
 
 def aliasing_error(exc: BaseException) -> Violation | None:
@@ -113,10 +126,16 @@ class Integrity:
         self._objects = {(m, a): getattr(sys.modules[m], a)
                          for m, attrs in _WATCHED.items() for a in attrs}
         self._generator = {a: numpy.random.Generator.__dict__.get(a) for a in _GENERATOR_METHODS}
-        self._harness = {
-            name: {a: v for a, v in vars(module).items() if callable(v)}
-            for name, module in list(sys.modules.items())
-            if name.startswith(("tinytorch.arena", "tinytorch.backends.base")) and module}
+        self._harness = {}            # "module" or "module.Class" -> {attribute: object}
+        for name, module in list(sys.modules.items()):
+            if not (name.startswith(("tinytorch.arena", "tinytorch.backends.base")) and module):
+                continue
+            self._harness[name] = {a: v for a, v in vars(module).items() if callable(v)}
+            for attr, value in vars(module).items():
+                if isinstance(value, type) and value.__module__ == name:
+                    self._harness[f"{name}.{attr}"] = {
+                        a: v for a, v in vars(value).items() if callable(v)
+                        or isinstance(v, (staticmethod, classmethod, property))}
 
     def check(self) -> None:
         """Violation naming the first replaced clock, harness or generator attribute."""
@@ -133,19 +152,19 @@ class Integrity:
                 raise Violation("harness-tampering",
                                 f"numpy.random.Generator.{attr} was replaced")
         for name, namespace in self._harness.items():
-            module = sys.modules.get(name)
-            if module is None:
-                raise Violation("harness-tampering", f"module {name} was removed")
-            current = vars(module)
+            owner = sys.modules.get(name)
+            if owner is None:     # "module.Class": find the class in its module
+                module_name, _, class_name = name.rpartition(".")
+                owner = getattr(sys.modules.get(module_name), class_name, None)
+            if owner is None:
+                raise Violation("harness-tampering", f"{name} was removed")
+            current = vars(owner)
             for attr, original in namespace.items():
                 if current.get(attr) is not original:
                     raise Violation("harness-tampering", f"{name}.{attr} was replaced")
 
 
-# ------------------------------------------------------------------ protected files
-
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
+# ------------------------------------------------------------------ writes
 
 #: audit event -> positions of the arguments naming a path it changes.
 _CHANGING_EVENTS = {
@@ -154,6 +173,7 @@ _CHANGING_EVENTS = {
     "os.symlink": (1,), "os.mkdir": (0,), "shutil.rmtree": (0,), "shutil.move": (0, 1),
     "shutil.copyfile": (1,),
 }
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
 def _writes(mode, flags) -> bool:
@@ -162,20 +182,22 @@ def _writes(mode, flags) -> bool:
     return isinstance(flags, int) and flags & _WRITE_FLAGS != 0
 
 
-def guard_writes(protected_dirs, on_violation) -> None:
-    """Refuse (and report once) any Python-level write, rename or delete under `protected_dirs`.
+def guard_writes(allowed_dirs, on_violation) -> None:
+    """Refuse (and report) any Python-level write, rename or delete outside `allowed_dirs`.
 
-    An audit hook cannot be removed once added; the unprivileged user of
-    sandbox.py is what stops writes that bypass Python (ctypes, C code).
+    A submission has no business writing anywhere but its temporary folder;
+    the results and the board are the files it would want to. An audit hook
+    cannot be removed once added; the unprivileged user of sandbox.py is what
+    stops writes that bypass Python (ctypes, C code).
     """
-    roots = [os.path.realpath(d) for d in protected_dirs]
+    roots = [os.path.realpath(d) for d in allowed_dirs if d]
 
-    def protected(path) -> bool:
+    def allowed(path) -> bool:
         try:
             real = os.path.realpath(os.fsdecode(path))
         except (TypeError, ValueError):
-            return False
-        return any(real == r or real.startswith(r + os.sep) for r in roots)
+            return True               # a file descriptor: already open, nothing new
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
     def hook(event, args):
         if event == "open":
@@ -183,9 +205,10 @@ def guard_writes(protected_dirs, on_violation) -> None:
         else:
             paths = [args[i] for i in _CHANGING_EVENTS.get(event, ()) if i < len(args)]
         for path in paths:
-            if isinstance(path, (str, bytes, os.PathLike)) and protected(path):
-                violation = Violation("protected-write", f"tried to {event.split('.')[-1]} "
-                                                         f"{os.fsdecode(path)}")
+            if isinstance(path, (str, bytes, os.PathLike)) and not allowed(path):
+                violation = Violation("protected-write", f"tried to write {os.fsdecode(path)} "
+                                      f"({event}); a submission may write only in its "
+                                      f"temporary folder")
                 on_violation(violation)
                 raise PermissionError(violation.reason)
 

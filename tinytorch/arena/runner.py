@@ -1,28 +1,30 @@
 """The parent's end of a worker: start it, talk to it under limits, kill and reap it.
 
-Every worker starts in `spawn_worker`, the one place isolation is added
-(sandbox, BLAS interposition). Limits: wall time per request (the worker is
-killed when it passes), memory by RLIMIT_DATA (never RLIMIT_AS, which trips
-OpenBLAS's thread buffers) plus resident-size polling while waiting, and the
-thread count through the usual environment variables. Whatever goes wrong
-becomes a WorkerFailure with a `reason` a student can act on.
+Every worker starts in `spawn_worker`, the one place isolation is added:
+a sandbox.Sandbox (own user id and session, RLIMIT_DATA/NPROC, pinned thread
+pools, a watchdog over the whole process tree for memory, processes and CPU
+time) and, unless the rules allow BLAS, the blasguard shim preloaded. Wall
+time is enforced per request (the worker is killed when it passes). Whatever
+goes wrong becomes a WorkerFailure with a `reason` a student can act on; a
+broken rule has status "violation" and a reason starting with its name.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+from . import blasguard, sandbox
+from .rules import Violation
 from .wire import Channel, PeerClosed, ProtocolError
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "BLIS_NUM_THREADS", "TINYTORCH_THREADS")
 MB = 1 << 20
+#: Violations reported under the arena's own statuses; every other one is "violation".
+_STATUS_OF = {"memory": "memory", "timeout": "timeout", "crash": "crash"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Limits:
     wall_time_s: float
     memory_mb: int
     threads: int
+    allow_blas: bool = False      # True only for the numpy reference, or if the rules allow it
 
 
 class WorkerFailure(Exception):
@@ -48,9 +51,8 @@ def _signal_name(number: int) -> str:
 
 
 def worker_environment(limits: Limits, extra_path: str | None = None) -> dict:
+    """The parent's environment (the sandbox pins thread pools), plus `extra_path`."""
     env = dict(os.environ)
-    for name in THREAD_VARIABLES:
-        env[name] = str(limits.threads)
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
     return env
@@ -59,16 +61,20 @@ def worker_environment(limits: Limits, extra_path: str | None = None) -> dict:
 def spawn_worker(limits: Limits, env: dict | None = None) -> "Worker":
     """Start one worker process under `limits` (the single place workers start)."""
     stderr = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tinytorch.arena.worker"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-        env=env or worker_environment(limits), start_new_session=True, close_fds=True)
-    data = limits.memory_mb * MB
-    try:
-        resource.prlimit(process.pid, resource.RLIMIT_DATA, (data, data))
-    except (OSError, AttributeError):  # not Linux: resident-size polling still applies
-        pass
-    return Worker(process, limits, stderr)
+    box = sandbox.Sandbox(sandbox.Limits(memory_bytes=limits.memory_mb * MB,
+                                         threads=limits.threads))
+    env = blasguard.worker_env(env or worker_environment(limits), limits.allow_blas)
+    process = box.spawn([sys.executable, "-m", "tinytorch.arena.worker"], env,
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                        close_fds=True)
+    return Worker(process, limits, stderr, box)
+
+
+def violation_failure(violation: Violation) -> WorkerFailure:
+    """A broken rule as the arena reports it."""
+    status = _STATUS_OF.get(violation.name, "violation")
+    return WorkerFailure(status, violation.reason if status != "violation"
+                         else f"rule violation: {violation.reason}")
 
 
 def _status_kb(pid: int, field: str) -> int | None:
@@ -86,8 +92,8 @@ def _status_kb(pid: int, field: str) -> int | None:
 class Worker:
     """One running worker and its channel; every request is bounded in time and memory."""
 
-    def __init__(self, process: subprocess.Popen, limits: Limits, stderr):
-        self.process, self.limits, self.stderr = process, limits, stderr
+    def __init__(self, process: subprocess.Popen, limits: Limits, stderr, box: sandbox.Sandbox):
+        self.process, self.limits, self.stderr, self.sandbox = process, limits, stderr, box
         self.channel = Channel(process.stdout.fileno(), process.stdin.fileno(), self._watch)
 
     @property
@@ -95,16 +101,26 @@ class Worker:
         return self.process.pid
 
     def _watch(self, deadline):
-        """Called between waits: enforce the wall time and the resident-size limit."""
+        """Called between waits: enforce the wall time and the sandbox's limits."""
         if deadline is not None and time.monotonic() > deadline:
             self.kill()
             raise WorkerFailure("timeout", f"timed out (no answer within "
                                            f"{self.limits.wall_time_s:g} s)")
-        rss = _status_kb(self.pid, "VmRSS")
-        if rss is not None and rss * 1024 > self.limits.memory_mb * MB:
-            self.kill()
-            raise WorkerFailure("memory", f"exceeded the memory limit "
-                                          f"({rss // 1024} MB > {self.limits.memory_mb} MB)")
+        violation = self.sandbox.check()
+        if violation is not None:
+            raise violation_failure(violation)
+
+    def _blas_report(self) -> WorkerFailure | None:
+        """BLAS calls the shim wrote to stderr: believed even if the worker says otherwise."""
+        if self.limits.allow_blas:
+            return None
+        self.stderr.seek(0)
+        symbols = blasguard.reported_symbols(self.stderr.read().decode(errors="replace"))
+        if not symbols:
+            return None
+        self.kill()
+        return violation_failure(Violation("blas", f"called vendor BLAS ({', '.join(symbols)}); "
+                                                   f"the rules forbid BLAS"))
 
     def request(self, header: dict, arrays=(), timeout: float | None = None,
                 max_bytes: int = 1 << 34) -> tuple[dict, list]:
@@ -114,10 +130,20 @@ class Worker:
             self.channel.send(header, arrays, deadline)
             reply, out = self.channel.receive(deadline, max_bytes)
         except PeerClosed:
-            raise self._death() from None
+            raise self._blas_report() or self._death() from None
         except ProtocolError as exc:
             self.kill()
             raise WorkerFailure("error", f"broke the worker protocol: {exc}") from None
+        blas = self._blas_report()
+        if blas is not None:
+            raise blas
+        if "violation" in reply:
+            self.kill()
+            try:
+                violation = Violation(str(reply["violation"]), str(reply["error"])[:500])
+            except ValueError:        # a name the rules do not know: the worker is lying
+                violation = Violation("harness-tampering", "the worker sent an unknown violation")
+            raise violation_failure(violation)
         if "error" in reply:
             error = str(reply["error"])[:500]
             if reply.get("memory"):
@@ -128,6 +154,8 @@ class Worker:
 
     def _death(self) -> WorkerFailure:
         """Why the worker closed its pipe: a signal, an exit code, and its last words."""
+        if self.sandbox.violation is not None:     # the watchdog killed it
+            return violation_failure(self.sandbox.violation)
         try:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -164,16 +192,8 @@ class Worker:
             return False
 
     def kill(self):
-        """Kill the worker's whole session and reap it."""
-        if self.process.returncode is None:   # not reaped yet, so the group id is still ours
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        """Kill every process of the worker (orphans and other sessions too) and reap them."""
+        self.sandbox.kill()
 
     def close(self):
         """Ask the worker to leave; kill it if it does not, then release everything."""
@@ -183,7 +203,7 @@ class Worker:
                 self.process.wait(timeout=2)
             except (WorkerFailure, PeerClosed, subprocess.TimeoutExpired):
                 pass
-        self.kill()
+        self.sandbox.close()
         for stream in (self.process.stdin, self.process.stdout, self.stderr):
             try:
                 stream.close()

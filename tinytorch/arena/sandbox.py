@@ -306,8 +306,9 @@ class Sandbox:
             self.fail(Violation("too-many-processes", f"{len(live)} processes alive, "
                                                       f"{self.limits.processes} allowed"))
         elif memory > self.limits.memory_bytes:
-            self.fail(Violation("memory", f"the worker's processes held {memory >> 20} MiB, "
-                                          f"the limit is {self.limits.memory_bytes >> 20} MiB"))
+            self.fail(Violation("memory", f"exceeded the memory limit: the worker's processes "
+                                          f"held {memory >> 20} MiB, the limit is "
+                                          f"{self.limits.memory_bytes >> 20} MiB"))
         elif self.cpu_seconds > allowed:
             self.fail(Violation("thread-hog", f"{self.cpu_seconds:.1f} s of CPU in {wall:.1f} s "
                                               f"with {self.limits.threads} thread(s) allowed"))

@@ -7,7 +7,7 @@
 - per event: geometric mean over its cases; a timeout or memory blow-up
   counts 0.01;
 - score: geometric mean over events (the `optimized` reference scores 1.0).
-A wrong answer, NaN, exception, crash or impossible time leaves the backend
+A wrong answer, NaN, exception, crash, impossible time or rule violation leaves the backend
 unranked with the first such reason. A time faster than twice the best BLAS
 rate of the run (numpy's best matmul GFLOP/s) is impossible.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-DISQUALIFYING = ("wrong", "nan", "error", "crash", "impossible")
+DISQUALIFYING = ("wrong", "nan", "error", "crash", "impossible", "violation")
 PENALISED = ("timeout", "memory")
 PENALTY = 0.01
 MEMORY_FLOOR_MB = 1.0

@@ -10,8 +10,13 @@ stderr instead, so it cannot corrupt a message. Requests (see wire.py):
     fetch {}                     send the outputs of the last run
     exit  {}                     leave
 
-Every reply is {"ok": true, ...} or {"error": "...", "memory": bool}. The
-worker leaves by os._exit, so no atexit hook or finaliser of a backend runs.
+Every reply is {"ok": true, ...} or {"error": "...", "memory": bool}, plus
+"violation": NAME when the backend broke a rule (rules.py): called BLAS
+(counted by the preloaded blasguard shim), returned aliased outputs, replaced
+the clock or harness code, or wrote outside its temporary folder. Rules are
+checked after loading and before every untimed request (stage, fetch), never
+inside the timed `run`. The worker leaves by os._exit, so no atexit hook or
+finaliser of a backend runs.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import os
 import sys
 import traceback
 
+from . import blasguard, rules
 from .problems import PROBLEMS
 from .wire import Channel, PeerClosed
 
@@ -59,11 +65,29 @@ class Session:
         self.backend = None
         self.staged = None          # (problem, params, [input sets])
         self.outputs = None
+        self.violations = []        # writes the audit hook refused
+        rules.guard_writes([os.environ.get("TMPDIR"), os.environ.get("HOME"), "/tmp",
+                            "/var/tmp", "/dev"], self.violations.append)
+        self.integrity = rules.Integrity()    # before any backend code runs
+        blasguard.arm()
+
+    def police(self):
+        """Raise the first rule the backend has broken so far."""
+        if self.violations:
+            raise self.violations[0]
+        if blasguard.calls():
+            raise rules.Violation("blas", f"{blasguard.calls()} call(s) of vendor BLAS, last "
+                                          f"{blasguard.last_symbol()}; the rules forbid BLAS "
+                                          f"(e.g. a @ b, ndarray.dot, numpy.matmul)")
+        self.integrity.check()
 
     def handle(self, header, arrays):
         op = header.get("op")
+        if op != "run":
+            self.police()
         if op == "load":
             self.backend = load(header["spec"], int(header["threads"]))
+            self.police()
             return {"ok": True, "class": f"{type(self.backend).__module__}."
                                          f"{type(self.backend).__qualname__}"}, []
         if op == "stage":
@@ -77,7 +101,9 @@ class Session:
             self.outputs = [problem.call(self.backend, params, inputs) for inputs in sets]
             return {"ok": True, "count": len(sets)}, []
         if op == "fetch":
-            return {"ok": True}, [out for outs in self.outputs for out in outs]
+            outputs = [out for outs in self.outputs for out in outs]
+            rules.check_fresh(outputs, [a for inputs in self.staged[2] for a in inputs])
+            return {"ok": True}, outputs
         raise ValueError(f"unknown request {op!r}")
 
 
@@ -94,11 +120,16 @@ def main():
         try:
             reply, out = session.handle(header, arrays)
         except BaseException as exc:  # noqa: BLE001 - report anything, even SystemExit
+            violation = (exc if isinstance(exc, rules.Violation) else
+                         rules.aliasing_error(exc) or next(iter(session.violations), None))
             frames = traceback.extract_tb(exc.__traceback__)
             where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
             print(traceback.format_exc(), file=sys.stderr)
-            reply, out = {"error": f"{type(exc).__name__}: {exc}{where}",
-                          "memory": isinstance(exc, MemoryError)}, []
+            if violation is not None:
+                reply, out = {"error": violation.reason, "violation": violation.name}, []
+            else:
+                reply, out = {"error": f"{type(exc).__name__}: {exc}{where}",
+                              "memory": isinstance(exc, MemoryError)}, []
         try:
             channel.send(reply, out)
         except PeerClosed:
