@@ -50,8 +50,11 @@ def _record_contestant(record, shared_name: bool) -> Contestant:
 
 def contestants(selected: list[str] | None) -> list[Contestant]:
     """References first, then the selected (default: every registered) backends."""
-    from ..backends.listing import probe_all
-    records = [r for r in probe_all() if r.origin != "runtime"]
+    from ..backends.registry import list_backends
+    # Never import a submission here: its import-time code would run unconfined, as
+    # this (maybe root) process. Name clashes are known without importing; import
+    # errors surface in the sandboxed worker's `load`.
+    records = [r for r in list_backends(load=False) if r.origin != "runtime"]
     chosen = [*REFERENCES, *(selected if selected is not None else
                              sorted({r.name for r in records} - set(REFERENCES)))]
     out = []
