@@ -61,6 +61,6 @@ blasguard = Extension("tinytorch.arena._blasguard", ["tinytorch/arena/blasguard.
                       libraries=["dl"])
 
 setup(ext_modules=cythonize(
-    [kernel("tinytorch.backends._gemm")],
+    [kernel("tinytorch.backends._gemm"), kernel("tinytorch.backends._conv")],
     compiler_directives={"language_level": "3"},
 ) + [blasguard])
