@@ -241,7 +241,7 @@ class OperationReport:
     own: bool                   # implemented by the backend itself (else the contract's default)
     passed: bool
     cases: int
-    worst_error: float
+    worst_error: float          # over the calls that returned a comparable result
     failure: str | None = None  # "<minimal failing call>: <what went wrong>"
     example: Case | None = None  # the minimal failing case, to replay with run_case
 
@@ -267,9 +267,9 @@ class ConformanceReport:
         width = max(len(op.operation) for op in self.operations)
         for op in self.operations:
             source = "own" if op.own else "default"
-            error = "-" if op.worst_error == float("inf") else f"{op.worst_error:.2e}"
             lines.append(f"  {'PASS' if op.passed else 'FAIL'}  {op.operation:<{width}}  "
-                         f"({source}, {op.cases} cases, worst relative error {error})")
+                         f"({source}, {op.cases} cases, worst relative error "
+                         f"{op.worst_error:.2e})")
             if op.failure:
                 lines.append(f"        minimal failing example: {op.failure}")
         if not self.random_cases:
@@ -295,6 +295,11 @@ def hypothesis_available() -> bool:
     return True
 
 
+def _worse(worst, error):
+    """The larger error; a call that gave no comparable output (it raised) does not count."""
+    return max(worst, error) if np.isfinite(error) else worst
+
+
 class _Mismatch(AssertionError):
     """Raised inside the hypothesis property so that it shrinks the failing case."""
 
@@ -306,7 +311,7 @@ def check_operation(backend: ComputeBackend, op: str, max_examples: int = 25,
     worst, tried, failed = 0.0, 0, None
     for case in edge_cases(op):
         error, problem = run_case(backend, case)
-        tried, worst = tried + 1, max(worst, error)
+        tried, worst = tried + 1, _worse(worst, error)
         if problem:
             failed = (case, problem)
             break
@@ -335,7 +340,7 @@ def _search(backend, op, max_examples, seed, worst, tried):
     def prop(case):
         error, problem = run_case(backend, case)
         state["tried"] += 1
-        state["worst"] = max(state["worst"], error)
+        state["worst"] = _worse(state["worst"], error)
         if problem:
             # Hypothesis replays the shrunk case last, so this ends up the minimal one.
             state["failed"] = (case, problem)
