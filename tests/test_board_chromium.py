@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -126,9 +127,11 @@ def test_index_html_shows_the_ranking_charts_and_failures(board_page, tmp_path):
     try:
         target = browser.call("Target.createTarget", url=board_page.as_uri())["targetId"]
         session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for _ in range(200):
-            if browser.evaluate(session, "document.readyState") == "complete":
-                break
+        loaded = f"location.href === {json.dumps(board_page.as_uri())} && document.readyState === 'complete'"
+        deadline = time.monotonic() + 30
+        while not browser.evaluate(session, loaded):     # about:blank is "complete" too
+            assert time.monotonic() < deadline, "the page did not load within 30 s"
+            time.sleep(0.05)
         text = browser.evaluate(session, "document.body.innerText")
         chart_widths = browser.evaluate(
             session, "Array.from(document.querySelectorAll('figure svg'))"

@@ -71,11 +71,13 @@ def event_chart(event_name, rows) -> str | None:
 
 
 def gflops_chart(workload, rows) -> str | None:
-    """Lines: GFLOP/s against problem size (FLOPs per call) per backend and dtype."""
+    """Lines: GFLOP/s against problem size (FLOPs per call); a colour per backend,
+    solid for float32 and dashed for float64."""
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(figsize=(7, 4))
     drawn = False
-    for row in rows:
+    colours = plt.get_cmap("tab10")
+    for index, row in enumerate(rows):
         for dtype, style in (("float32", "-o"), ("float64", "--s")):
             points = sorted((c["flops"], c["gflops"]) for c in row.get("cases", [])
                             if c.get("workload") == workload and c.get("dtype") == dtype
@@ -83,7 +85,8 @@ def gflops_chart(workload, rows) -> str | None:
                             and c.get("status") == "ok")
             if points:
                 xs, ys = zip(*points)
-                axes.plot(xs, ys, style, label=f"{row['name']} {dtype}", markersize=4)
+                axes.plot(xs, ys, style, color=colours(index % 10), markersize=4,
+                          label=f"{row['name']} {dtype}")
                 drawn = True
     if not drawn:
         plt.close(figure)
