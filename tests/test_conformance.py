@@ -1,4 +1,5 @@
 """The conformance suite catches each planted bug, passes correct backends, reports clearly."""
+import json
 import os
 import subprocess
 import sys
@@ -213,3 +214,28 @@ def test_without_hypothesis_the_edge_cases_still_run_and_the_report_says_so():
     assert (passed, random_cases) == ("True", "False") and int(cases) >= 20
     assert any("only the edge cases ran" in line and "pip install hypothesis" in line
                for line in rest)
+
+
+def test_check_and_listing_name_the_rebuild_command_for_a_stale_build(tmp_path):
+    """A .pyx edited after its extension was built: both tools say how to rebuild."""
+    project = tmp_path / "stalesub"
+    package = project / "stale_kernels"
+    package.mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'stale-kernels'\n")
+    (package / "__init__.py").write_text(GOOD_BACKEND)
+    built = package / "_kernels.cpython-311-x86_64-linux-gnu.so"
+    built.write_bytes(b"")                      # stands in for the compiled kernels
+    (package / "_kernels.pyx").write_text("# edited after the build\n")
+    os.utime(built, (1_000_000_000, 1_000_000_000))
+    site = add_distribution(tmp_path / "site", "stale-kernels",
+                            {"stalesub": "stale_kernels:GoodBackend"})
+    rebuild = f"pip install -e {project}"
+
+    checked = tinytorch_cli("check", "stalesub", "--examples", "0", paths=[site, project])
+    assert checked.returncode == 0, checked.stderr
+    assert "stale build" in checked.stderr and rebuild in checked.stderr
+    assert f"rebuild with: {rebuild}" in checked.stdout
+
+    listed = tinytorch_cli("backends", "--json", paths=[site, project])
+    record = next(r for r in json.loads(listed.stdout) if r["name"] == "stalesub")
+    assert record["stale"] == rebuild
