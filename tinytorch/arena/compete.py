@@ -7,14 +7,17 @@ so an interrupted run can be completed with --resume RUN_ID.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import results
+from . import results, slurm
 from .competition import REFERENCE, Arena, Contestant, cases_for, skipped_cases
 from .events import EventsFileError, load_events
+from .sharding import candidates, file_stem, shard_argument
 
 REFERENCES = (REFERENCE, "numpy", "naive")    # run in every run, first
 
@@ -34,6 +37,13 @@ def add_arguments(parser):
     parser.add_argument("--results-dir", default=os.path.join("leaderboard", "results"))
     parser.add_argument("--board-dir", default="leaderboard",
                         help="where README.md and index.html are written")
+    parser.add_argument("--shard", type=shard_argument, metavar="K/N",
+                        help="run shard K of N (from 1): the references and this shard's slice "
+                             "of the other backends; writes RUN_ID.shard-K-of-N.json and no "
+                             "board (merge the shards with `tinytorch leaderboard`)")
+    parser.add_argument("--run-id", type=results.run_id_argument, metavar="RUN_ID",
+                        help="name a new run (the shards of one run share it)")
+    slurm.add_arguments(parser)
 
 
 def _record_contestant(record, shared_name: bool) -> Contestant:
@@ -95,7 +105,7 @@ def new_document(rules, events, quick: bool) -> dict:
 
 def _start_document(args, rules, events):
     if args.resume:
-        path = results.run_path(args.results_dir, args.resume)
+        path = results.run_path(args.results_dir, file_stem(args.resume, args.shard))
         doc = results.load(path)
         if doc["events"] != json.loads(json.dumps([e.to_dict() for e in events])) \
                 or doc.get("quick") != args.quick:
@@ -103,17 +113,24 @@ def _start_document(args, rules, events):
                                        f"setting; resume with the same config and flags")
         return path, doc
     doc = new_document(rules, events, args.quick)
-    path = results.run_path(args.results_dir, doc["run_id"])
+    doc["run_id"] = args.run_id or doc["run_id"]
+    doc["shard"] = str(args.shard) if args.shard else None
+    path = results.run_path(args.results_dir, file_stem(doc["run_id"], args.shard))
     results.create(path, doc)
     return path, doc
 
 
 def run_competition(arena, doc, path, todo, jobs):
     """Phase 1 for all (parallel), then phase 2 one backend at a time, saving after each."""
+    def check(contestant):
+        started = time.perf_counter()
+        rows = None if contestant.provenance.get("load_error") else arena.check(contestant)
+        return rows, time.perf_counter() - started
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        checked = list(pool.map(lambda c: None if c.provenance.get("load_error")
-                                else arena.check(c), todo))
-    for contestant, rows in zip(todo, checked):
+        checked = list(pool.map(check, todo))
+    for contestant, (rows, check_seconds) in zip(todo, checked):
+        started = time.perf_counter()
         row = {"name": contestant.name, "spec": contestant.spec,
                "reference": contestant.reference, **contestant.provenance}
         if rows is None:
@@ -122,6 +139,9 @@ def run_competition(arena, doc, path, todo, jobs):
             row["cases"] = (arena.measure(contestant, rows)
                             + skipped_cases(arena.events, contestant.name, arena.quick))
         row["complete"] = True
+        # What planning a class-sized run needs: how long this backend took, checks and timing.
+        row["seconds"] = {"check": check_seconds, "time": time.perf_counter() - started}
+        row["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         doc["backends"][contestant.name] = row
         results.write_atomic(path, doc)
 
@@ -144,6 +164,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from .board import render
+    from .merging import merge
     try:
         rules, events = load_events(args.config)
     except EventsFileError as exc:
@@ -151,12 +172,20 @@ def run(args) -> int:
         return 2
     events = _select_events(events, args.events)
     selected = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    everyone = contestants(selected)
+    field = [c.name for c in everyone if not c.reference]
+    if args.emit_slurm is not None:
+        return slurm.emit(args, rules, events, REFERENCES, field)
+    mine = set(candidates(field, args.shard))
+    everyone = [c for c in everyone if c.reference or c.name in mine]
     try:
         path, doc = _start_document(args, rules, events)
     except results.ResultsError as exc:
         print(f"tinytorch compete: {exc}", file=sys.stderr)
         return 2
-    todo = [c for c in contestants(selected) if not doc["backends"].get(c.name, {}).get("complete")]
+    if args.shard:
+        doc["field"], doc["shard_backends"] = sorted(field), [c.name for c in everyone]
+    todo = [c for c in everyone if not doc["backends"].get(c.name, {}).get("complete")]
     total = sum(2 * len(cases_for(events, c.name, args.quick)) for c in todo
                 if not c.provenance.get("load_error"))
     with tqdm(total=total, desc="compete", unit="case", file=sys.stderr) as bar:
@@ -167,6 +196,12 @@ def run(args) -> int:
             arena.close()
     doc["complete"] = True
     results.write_atomic(path, doc)
+    if args.shard:   # the other shards are still running: merge them all later
+        print(summary_table(merge([(path, doc)])))
+        stem = file_stem(doc["run_id"], None)
+        print(f"\nresults of shard {args.shard}: {path}\nwhen every shard has finished: "
+              f"tinytorch leaderboard {os.path.join(args.results_dir, stem)}.shard-*.json")
+        return 0
     board = render([(path, doc)], args.board_dir)
     print(summary_table(board))
     print(f"\nresults: {path}\nboard:   {os.path.join(args.board_dir, 'README.md')}, "
