@@ -41,10 +41,14 @@ cdef extern from "_microkernel.h" nogil:
         TT_MR_F64
         TT_NR_F64
     void *tt_aligned_alloc(size_t nbytes)
-    void tt_kernel_f32(long kc, const float *a, const float *b, float *c, long ldc,
+    void tt_kernel_f32(long kc, const float *a, const float *b, float *c, long rsc, long csc,
                        int mr, int nr, int accumulate)
-    void tt_kernel_f64(long kc, const double *a, const double *b, double *c, long ldc,
+    void tt_kernel_f64(long kc, const double *a, const double *b, double *c, long rsc, long csc,
                        int mr, int nr, int accumulate)
+    void tt_pack_transposed_f32(long rows, long kc, const float *src, long ld, float *dst,
+                                long width)
+    void tt_pack_transposed_f64(long rows, long kc, const double *src, long ld, double *dst,
+                                long width)
 
 #: True if this module was compiled with OpenMP (read from the build, not assumed).
 openmp = bool(TT_OPENMP)
@@ -100,19 +104,34 @@ cdef int threads_for(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int threads) noex
 # The micro-kernel walks p = 0..kc-1 and needs, at each step, the MR values
 # A[i, p] of its rows, one after the other. Packing copies an MR-row sliver
 # of A into exactly that order (ap[p*MR + i]), so the kernel reads memory
-# strictly sequentially, whatever A's layout (row-major, or a transposed
-# view: the strides rsa/csa say where A[i, p] lives). Rows beyond the edge
-# of A are zeros: the kernel computes a full tile and the extra rows of it
-# are never written back.
+# strictly sequentially, whatever A's layout: the strides rsa/csa say where
+# A[i, p] lives, so a transposed view costs nothing extra. Rows beyond the
+# edge of A are zeros: the kernel computes a full tile and the extra rows of
+# it are never written back.
+#
+# Which loop order is cheap depends on which stride is 1: if A's columns are
+# contiguous (rsa == 1), each step p is a straight copy; if its rows are
+# (csa == 1, the usual row-major A), the sliver must be transposed, which the
+# C helper does in 4 x 4 register blocks (_microkernel_body.h).
+
+cdef inline void pack_transposed(Py_ssize_t rows, Py_ssize_t kc, const floating *src,
+                                 Py_ssize_t ld, floating *dst, int width) noexcept nogil:
+    if floating is float:
+        tt_pack_transposed_f32(rows, kc, src, ld, dst, width)
+    else:
+        tt_pack_transposed_f64(rows, kc, src, ld, dst, width)
+
 
 cdef void pack_a(Py_ssize_t rows, Py_ssize_t kc, const floating *a,
                  Py_ssize_t rsa, Py_ssize_t csa, floating *ap, int mr) noexcept nogil:
     cdef Py_ssize_t i, p
-    for i in range(rows):
-        for p in range(kc):
+    if csa == 1:
+        pack_transposed(rows, kc, a, rsa, ap, mr)
+        return
+    for p in range(kc):
+        for i in range(rows):
             ap[p * mr + i] = a[i * rsa + p * csa]
-    for i in range(rows, mr):
-        for p in range(kc):
+        for i in range(rows, mr):
             ap[p * mr + i] = 0
 
 
@@ -120,12 +139,16 @@ cdef void pack_a(Py_ssize_t rows, Py_ssize_t kc, const floating *a,
 #
 # Likewise the kernel needs, at step p, the NR values B[p, j] of its columns
 # as aligned vectors: bp[p*NR + j]. Columns beyond the edge of B are zeros.
-# The common case (B row-major, csb == 1) is a plain copy the compiler
-# vectorises.
+# A row-major B (csb == 1) is a plain copy the compiler vectorises; B given
+# as a transposed view (rsb == 1, e.g. cols^T in conv2d_grad_weight) is the
+# transposing case again.
 
 cdef void pack_b(Py_ssize_t cols, Py_ssize_t kc, const floating *b,
                  Py_ssize_t rsb, Py_ssize_t csb, floating *bp, int nr) noexcept nogil:
     cdef Py_ssize_t j, p
+    if rsb == 1 and csb != 1:
+        pack_transposed(cols, kc, b, csb, bp, nr)
+        return
     for p in range(kc):
         if csb == 1:
             for j in range(cols):
@@ -154,7 +177,7 @@ cdef void pack_b(Py_ssize_t cols, Py_ssize_t kc, const floating *b,
 cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                      const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
-                     floating *c, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+                     floating *c, Py_ssize_t rsc, Py_ssize_t csc, bint accumulate) noexcept nogil:
     """C[m, n] (+)= A[m, k] @ B[k, n] on the calling thread; -1 if out of memory."""
     cdef int mr, nr
     if floating is float:
@@ -194,12 +217,12 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         ir = t * mr
                         if floating is float:
                             tt_kernel_f32(kc, ap + ir * kc, bp + jr * kc,
-                                          c + (ic + ir) * ldc + jc + jr, ldc,
+                                          c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                           min(<Py_ssize_t>mr, mc - ir),
                                           min(<Py_ssize_t>nr, nc - jr), add)
                         else:
                             tt_kernel_f64(kc, ap + ir * kc, bp + jr * kc,
-                                          c + (ic + ir) * ldc + jc + jr, ldc,
+                                          c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                           min(<Py_ssize_t>mr, mc - ir),
                                           min(<Py_ssize_t>nr, nc - jr), add)
     free(ap)
@@ -207,29 +230,27 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     return 0
 
 
-# ---------------------------------------------------------------- 5. threads
+# ---------------------------------------------------------------- 5. orientation and threads
 #
-# Each thread computes one slab of C with the serial loop nest above, on its
-# own packing buffers: no locks, no barriers, only the join at the end. A
-# wide C is cut into column slabs (every thread packs all of A, its share of
-# B), a tall one into row slabs; slab edges fall on tile boundaries (NR, MR),
-# so no tile is split between threads. The duplicated packing of the other
-# operand is O(m*k) or O(k*n) against O(m*n*k) arithmetic.
+# Orientation: a tile is MR x NR, so a C only 10 columns wide would fill a
+# third of every 32-wide tile with padding. But C^T = B^T @ A^T, and a
+# transpose is free here (swap the strides), so a narrow C is computed as its
+# transpose, whose rows are the short side -- whichever orientation pads less.
+#
+# Threads: each thread computes one slab of C with the serial loop nest
+# above, on its own packing buffers: no locks, no barriers, only the join at
+# the end. A wide C is cut into column slabs (every thread packs all of A and
+# its share of B), a tall one into row slabs; slab edges fall on tile
+# boundaries (NR, MR), so no tile is split between threads. The duplicated
+# packing of the other operand is O(m*k) or O(k*n) against O(m*n*k) arithmetic.
 
-cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-              const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
-              const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
-              floating *c, Py_ssize_t ldc, bint accumulate, int threads) noexcept nogil:
-    """C[m, n] (+)= A[m, k] @ B[k, n] with up to `threads` threads; -1 if out of memory."""
-    cdef int mr, nr
-    if floating is float:
-        mr, nr = TT_MR_F32, TT_NR_F32
-    else:
-        mr, nr = TT_MR_F64, TT_NR_F64
-    threads = threads_for(m, n, k, threads)
+cdef int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
+                      const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
+                      floating *c, Py_ssize_t rsc, Py_ssize_t csc, bint accumulate,
+                      int threads, int mr, int nr) noexcept nogil:
     if threads == 1:
-        return gemm_serial(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate)
-
+        return gemm_serial(m, n, k, a, rsa, csa, b, rsb, csb, c, rsc, csc, accumulate)
     cdef bint by_columns = n >= m
     cdef Py_ssize_t total = n if by_columns else m
     cdef Py_ssize_t slab = round_up((total + threads - 1) // threads, nr if by_columns else mr)
@@ -242,11 +263,31 @@ cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
             continue
         if by_columns:
             failures += -gemm_serial(m, size, k, a, rsa, csa, b + start * csb, rsb, csb,
-                                     c + start, ldc, accumulate)
+                                     c + start * csc, rsc, csc, accumulate)
         else:
             failures += -gemm_serial(size, n, k, a + start * rsa, rsa, csa, b, rsb, csb,
-                                     c + start * ldc, ldc, accumulate)
+                                     c + start * rsc, rsc, csc, accumulate)
     return -1 if failures else 0
+
+
+cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+              const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
+              const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
+              floating *c, Py_ssize_t ldc, bint accumulate, int threads) noexcept nogil:
+    """C[m, n] (+)= A[m, k] @ B[k, n] for a row-major C (row stride ldc), with up to
+    `threads` threads; -1 if out of memory."""
+    cdef int mr, nr
+    if floating is float:
+        mr, nr = TT_MR_F32, TT_NR_F32
+    else:
+        mr, nr = TT_MR_F64, TT_NR_F64
+    threads = threads_for(m, n, k, threads)
+    # padded tile area, as computed and as transposed
+    if round_up(n, mr) * round_up(m, nr) < round_up(m, mr) * round_up(n, nr) * 3 // 4:
+        return gemm_threads(n, m, k, b, csb, rsb, a, csa, rsa, c, 1, ldc, accumulate,
+                            threads, mr, nr)
+    return gemm_threads(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, 1, accumulate,
+                        threads, mr, nr)
 
 
 # ---------------------------------------------------------------- 6. Python entry points

@@ -5,18 +5,26 @@
  *   b: kc steps of NR values  -- row p of an NR-column sliver of B (aligned)
  * Each step p is a rank-1 update of the MR x NR tile:
  *   acc[i][:] += a[p, i] * b[p, :]      (MR broadcasts, NV loads, MR*NV FMAs)
- * The tile never leaves registers until the end, where it is written to C
- * (row stride ldc). An edge tile (mr < MR or nr < NR) goes through a small
- * buffer so nothing outside C is touched; the packed panels are zero-padded,
- * so the arithmetic is the same for every tile.
+ * The tile never leaves registers until the end, where it is written to C at
+ * c[i*rsc + j*csc]. A full tile of a row-major C (csc == 1) is stored as
+ * vectors; an edge tile (mr < MR or nr < NR) or a transposed C goes through a
+ * small buffer, so nothing outside C is touched. The packed panels are
+ * zero-padded, so the arithmetic is the same for every tile.
  */
 static inline void TT_KERNEL(long kc, const T *restrict a, const T *restrict b,
-                             T *restrict c, long ldc, int mr, int nr, int accumulate)
+                             T *restrict c, long rsc, long csc, int mr, int nr,
+                             int accumulate)
 {
     typedef T vec __attribute__((vector_size(TT_VEC_BYTES)));
     /* The same vector, but at any address: rows of C are not aligned. */
     typedef T vec_u __attribute__((vector_size(TT_VEC_BYTES), aligned(sizeof(T))));
     enum { VL = TT_VEC_BYTES / sizeof(T) };
+
+    /* Ask for the C tile now, so it is in cache when the sum is written back. */
+    for (int i = 0; i < mr; i++) {
+        __builtin_prefetch(c + i * rsc, 1);
+        __builtin_prefetch(c + i * rsc + (nr - 1) * csc, 1);
+    }
 
     vec acc[TT_MR][TT_NV];
 #pragma GCC unroll 16
@@ -40,17 +48,17 @@ static inline void TT_KERNEL(long kc, const T *restrict a, const T *restrict b,
         }
     }
 
-    if (mr == TT_MR && nr == TT_NR) {             /* full tile: straight to C */
+    if (mr == TT_MR && nr == TT_NR && csc == 1) { /* full tile: straight to C */
 #pragma GCC unroll 16
         for (int i = 0; i < TT_MR; i++)
 #pragma GCC unroll 4
             for (int j = 0; j < TT_NV; j++) {
-                vec_u *dst = (vec_u *)(c + i * ldc + j * VL);
+                vec_u *dst = (vec_u *)(c + i * rsc + j * VL);
                 *dst = accumulate ? *dst + acc[i][j] : acc[i][j];
             }
         return;
     }
-    /* edge tile: spill the registers, copy only the mr x nr part that exists */
+    /* edge tile or strided C: spill the registers, copy the mr x nr part that exists */
     vec tile[TT_MR][TT_NV];
 #pragma GCC unroll 16
     for (int i = 0; i < TT_MR; i++)
@@ -60,5 +68,44 @@ static inline void TT_KERNEL(long kc, const T *restrict a, const T *restrict b,
     const T *t = (const T *)tile;
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++)
-            c[i * ldc + j] = accumulate ? c[i * ldc + j] + t[i * TT_NR + j] : t[i * TT_NR + j];
+            c[i * rsc + j * csc] = (accumulate ? c[i * rsc + j * csc] : 0) + t[i * TT_NR + j];
+}
+
+/* Transposing pack: dst[p*width + i] = src[i*ld + p] for i < rows, p < kc,
+ * zeros for rows <= i < width. This is packing when the operand's k axis is
+ * the contiguous one (A row-major, or B given as a transposed view): element
+ * by element it costs a load and a store each, as much as the arithmetic it
+ * feeds when a dimension is small. Instead, move 4 x 4 blocks: four vector
+ * loads along p, a 4 x 4 transpose in registers (8 shuffles), four vector
+ * stores along i. __builtin_shuffle is portable GCC; on x86 it becomes
+ * unpcklps/unpckhps-style instructions. */
+static inline void TT_PACK_T(long rows, long kc, const T *restrict src, long ld,
+                             T *restrict dst, long width)
+{
+    typedef T v4 __attribute__((vector_size(4 * sizeof(T)), aligned(sizeof(T))));
+    typedef TT_INT m4 __attribute__((vector_size(4 * sizeof(T))));
+    const m4 lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7}, first = {0, 1, 4, 5}, second = {2, 3, 6, 7};
+    long i = 0, p;
+    for (; i + 4 <= rows; i += 4) {
+        const T *s = src + i * ld;
+        for (p = 0; p + 4 <= kc; p += 4) {
+            v4 r0 = *(const v4 *)(s + p), r1 = *(const v4 *)(s + ld + p);
+            v4 r2 = *(const v4 *)(s + 2 * ld + p), r3 = *(const v4 *)(s + 3 * ld + p);
+            v4 t0 = __builtin_shuffle(r0, r1, lo), t1 = __builtin_shuffle(r0, r1, hi);
+            v4 t2 = __builtin_shuffle(r2, r3, lo), t3 = __builtin_shuffle(r2, r3, hi);
+            *(v4 *)(dst + p * width + i) = __builtin_shuffle(t0, t2, first);
+            *(v4 *)(dst + (p + 1) * width + i) = __builtin_shuffle(t0, t2, second);
+            *(v4 *)(dst + (p + 2) * width + i) = __builtin_shuffle(t1, t3, first);
+            *(v4 *)(dst + (p + 3) * width + i) = __builtin_shuffle(t1, t3, second);
+        }
+        for (; p < kc; p++)
+            for (int q = 0; q < 4; q++)
+                dst[p * width + i + q] = s[q * ld + p];
+    }
+    for (; i < rows; i++)
+        for (p = 0; p < kc; p++)
+            dst[p * width + i] = src[i * ld + p];
+    for (; i < width; i++)
+        for (p = 0; p < kc; p++)
+            dst[p * width + i] = 0;
 }

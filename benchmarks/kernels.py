@@ -1,0 +1,328 @@
+"""Kernel benchmark: the `optimized` backend side by side with OpenBLAS, naive and PyTorch.
+
+    python benchmarks/kernels.py [--quick] [--threads N]
+
+Every number is measured in this one run, and every target is a ratio of two
+such numbers, so results from different machines compare. Each timing is the
+median of several samples taken after a warm-up; a sample repeats the call
+until it lasts at least a few milliseconds. Both sides of a ratio run at the
+same thread count (OpenBLAS pinned with threadpoolctl, PyTorch with
+torch.set_num_threads). Backends are called through their public methods, so
+both sides pay the contract's validation; its cost is printed separately.
+
+Prints a table, then one JSON line (prefix "JSON ") with every row.
+"""
+import os
+import sys
+
+# Some machines set these for older OpenBLAS builds; they slow a current numpy.
+# Drop them for this process only, before numpy is imported, by re-executing.
+_OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if any(v in os.environ for v in _OPENBLAS_OVERRIDES):
+    env = {k: v for k, v in os.environ.items() if k not in _OPENBLAS_OVERRIDES}
+    env["TINYTORCH_BENCH_UNSET"] = ",".join(v for v in _OPENBLAS_OVERRIDES if v in os.environ)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+import tinytorch  # noqa: E402
+from tinytorch.backends import ComputeBackend, NaiveBackend, NumpyBackend, OptimizedBackend  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+# ---------------------------------------------------------------- measuring
+
+def seconds_per_call(fn, repeats, min_sample):
+    """Median over `repeats` samples of the time per call, after a warm-up call."""
+    fn()
+    calls, start = 1, time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    calls = max(1, int(min_sample / once))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_extra_mb(fn):
+    """Resident memory high-water mark during fn() above the resident size before, in MB
+    (Linux: writing 5 to /proc/self/clear_refs resets the high-water mark)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    out = fn()
+    return (_status_kib("VmHWM") - before) * 1024 / 1e6, out
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ---------------------------------------------------------------- rows
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, value, unit, ratio=None, target=None, note="", **extra):
+        met = None if ratio is None or target is None else bool(ratio >= target)
+        self.rows.append(dict(name=name, value=value, unit=unit, ratio=ratio, target=target,
+                              met=met, note=note, **extra))
+        shown = "-" if value is None else f"{value:10.2f} {unit}"
+        r = "" if ratio is None else f"{ratio:7.2f}x"
+        t = "" if target is None else f">= {target:g}x {'MET' if met else 'NOT MET'}"
+        print(f"{name:<44} {shown:>22} {r:>9}  {t:<18} {note}", flush=True)
+
+
+def gflops(m, n, k, seconds):
+    return 2.0 * m * n * k / seconds / 1e9
+
+
+def matmul_rows(table, opt, ref, threads, repeats, min_sample, quick):
+    big = 512 if quick else 1024
+    shapes = [("float32", 512, 512, 512, 0.70), ("float32", big, big, big, 0.70),
+              ("float64", 512, 512, 512, 0.60), ("float64", big, big, big, 0.60),
+              ("float32", 257, 511, 129, 0.50), ("float32", 1000, 64, 10, 0.50),
+              ("float32", 64, 4096, 64, 0.50)]
+    for dtype, m, k, n, target in shapes:
+        a = RNG.standard_normal((m, k)).astype(dtype)
+        b = RNG.standard_normal((k, n)).astype(dtype)
+        t_opt = seconds_per_call(lambda: opt.matmul(a, b), repeats, min_sample)
+        with threadpool_limits(threads):
+            t_ref = seconds_per_call(lambda: ref.matmul(a, b), repeats, min_sample)
+        mem, _ = peak_extra_mb(lambda: opt.matmul(a, b))
+        table.add(f"matmul {dtype} {m}x{k}x{n} optimized", gflops(m, n, k, t_opt), "GFLOP/s",
+                  t_ref / t_opt, target, f"numpy {gflops(m, n, k, t_ref):.1f} GFLOP/s, "
+                  f"peak extra {mem:.1f} MB", kind="matmul", dtype=dtype, shape=[m, k, n],
+                  threads=threads, numpy_gflops=gflops(m, n, k, t_ref))
+
+
+def scaling_row(table, repeats, min_sample, quick):
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        table.add("matmul threads scaling", None, "", note="skipped (one core)")
+        return
+    size = 512 if quick else 1024
+    a = RNG.standard_normal((size, size)).astype(np.float32)
+    one, two = OptimizedBackend(threads=1), OptimizedBackend(threads=2)
+    t1 = seconds_per_call(lambda: one.matmul(a, a), repeats, min_sample)
+    t2 = seconds_per_call(lambda: two.matmul(a, a), repeats, min_sample)
+    table.add(f"matmul float32 {size}^3, 2 threads vs 1", gflops(size, size, size, t2),
+              "GFLOP/s", t1 / t2, 1.7,
+              f"1 thread {gflops(size, size, size, t1):.1f} GFLOP/s", kind="scaling")
+
+
+def naive_row(table, opt, repeats):
+    a = RNG.standard_normal((64, 64)).astype(np.float32)
+    naive = NaiveBackend()
+    t_naive = seconds_per_call(lambda: naive.matmul(a, a), max(1, repeats // 2), 0.0)
+    t_opt = seconds_per_call(lambda: opt.matmul(a, a), repeats, 0.02)
+    table.add("matmul float32 64^3 optimized vs naive", gflops(64, 64, 64, t_opt), "GFLOP/s",
+              t_naive / t_opt, 1000, f"naive {gflops(64, 64, 64, t_naive):.4f} GFLOP/s",
+              kind="naive")
+
+
+def conv_rows(table, opt, ref, threads, repeats, min_sample, torch):
+    n, c, f, hw = 64, 32, 32, 16
+    x = RNG.standard_normal((n, c, hw, hw)).astype(np.float32)
+    w = RNG.standard_normal((f, c, 3, 3)).astype(np.float32)
+    g = RNG.standard_normal((n, f, hw, hw)).astype(np.float32)
+    flops = 2.0 * n * f * hw * hw * c * 9
+    t_opt = seconds_per_call(lambda: opt.conv2d(x, w, 1, 1), repeats, min_sample)
+    with threadpool_limits(threads):
+        t_np = seconds_per_call(lambda: ref.conv2d(x, w, 1, 1), repeats, min_sample)
+    label = "conv2d fwd 64x32x16x16, 32 3x3 pad 1"
+    table.add(f"{label}: vs numpy", flops / t_opt / 1e9, "GFLOP/s", t_np / t_opt, 1.0,
+              f"numpy backend {flops / t_np / 1e9:.1f} GFLOP/s", kind="conv")
+
+    def backward():
+        opt.conv2d_grad_input(g, w, x.shape, 1, 1)
+        opt.conv2d_grad_weight(x, g, w.shape, 1, 1)
+    t_bwd = seconds_per_call(backward, repeats, min_sample)
+    if torch is None:
+        table.add(f"{label}: vs torch", None, "", note="skipped (torch not installed)")
+        table.add("conv2d backward (both grads): vs torch", None, "",
+                  note="skipped (torch not installed)")
+        return
+    torch.set_num_threads(threads)
+    tx, tw, tg = (torch.from_numpy(v) for v in (x, w, g))
+    with torch.no_grad():
+        t_torch = seconds_per_call(lambda: torch.nn.functional.conv2d(tx, tw, padding=1),
+                                   repeats, min_sample)
+
+        def torch_backward():
+            torch.nn.grad.conv2d_input(tx.shape, tw, tg, padding=1)
+            torch.nn.grad.conv2d_weight(tx, tw.shape, tg, padding=1)
+        t_torch_bwd = seconds_per_call(torch_backward, repeats, min_sample)
+    table.add(f"{label}: vs torch", flops / t_opt / 1e9, "GFLOP/s", t_torch / t_opt, 1 / 1.5,
+              f"torch {flops / t_torch / 1e9:.1f} GFLOP/s (target: within 1.5x)", kind="conv")
+    table.add("conv2d backward (both grads): vs torch", 2 * flops / t_bwd / 1e9, "GFLOP/s",
+              t_torch_bwd / t_bwd, 0.5,
+              f"torch {2 * flops / t_torch_bwd / 1e9:.1f} GFLOP/s (target: within 2x)",
+              kind="conv")
+
+
+def memory_probe(threads):
+    """Run in a fresh process: peak extra MB of one optimized conv2d forward at batch 64."""
+    x = RNG.standard_normal((64, 32, 16, 16)).astype(np.float32)
+    w = RNG.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    opt = OptimizedBackend(threads=threads)
+    opt.conv2d(x[:1], w, 1, 1)                 # load and warm everything but the batch
+    mem, out = peak_extra_mb(lambda: opt.conv2d(x, w, 1, 1))
+    print(mem - out.nbytes / 1e6)
+
+
+def memory_row(table, threads):
+    n, c, hw, f = 64, 32, 16, 32
+    full_im2col_mb = n * c * 9 * hw * hw * 4 / 1e6
+    done = subprocess.run([sys.executable, __file__, "--memory-probe", "--threads", str(threads)],
+                          capture_output=True, text=True, check=True)
+    extra = max(float(done.stdout.strip().splitlines()[-1]), 0.0)
+    table.add("conv2d fwd peak extra memory / full im2col", extra, "MB",
+              full_im2col_mb / max(extra, 1e-3), 8.0,
+              f"full-batch im2col {full_im2col_mb:.1f} MB (target: <= 1/8 of it)",
+              kind="memory")
+
+
+def cnn_row(table, opt, threads, repeats, torch):
+    models = getattr(tinytorch, "models", None)
+    if models is None or not hasattr(models, "build_resnet"):
+        table.add("reference CNN forward vs torch", None, "",
+                  note="skipped (tinytorch.models.build_resnet not available)")
+        return
+    if torch is None:
+        table.add("reference CNN forward vs torch", None, "", note="skipped (torch not installed)")
+        return
+    tinytorch.manual_seed(0)
+    model = models.build_resnet()
+    model.eval()
+    x = RNG.standard_normal((64, 3, 32, 32)).astype(np.float32)
+    with tinytorch.use_backend(opt), tinytorch.no_grad():
+        t_ours = seconds_per_call(lambda: model(tinytorch.Tensor(x)), repeats, 0.05)
+    torch.set_num_threads(threads)
+    twin = torch_resnet(torch).eval()
+    with torch.no_grad():
+        tx = torch.from_numpy(x)
+        t_torch = seconds_per_call(lambda: twin(tx), repeats, 0.05)
+    table.add("reference CNN forward (build_resnet, batch 64)", t_ours * 1e3, "ms",
+              t_torch / t_ours, None, f"torch {t_torch * 1e3:.1f} ms; the same layers, "
+              "timing only (no target)", kind="model")
+
+
+def torch_resnet(torch, width=16, stages=3, classes=10):
+    """The architecture of tinytorch.models.build_resnet() defaults, in PyTorch."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                                      nn.BatchNorm2d(cout), nn.ReLU(),
+                                      nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(cout))
+            self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.skip(x))
+
+    layers, cin = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()], width
+    for s in range(stages):
+        layers.append(Block(cin, width * 2 ** s, 2 if s else 1))
+        cin = width * 2 ** s
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes)]
+    return nn.Sequential(*layers)
+
+
+def overhead_rows(table):
+    """Per-call cost of tinytorch.matmul's dispatch and the contract's validation."""
+    out = np.zeros((1, 1), np.float32)
+
+    class Trivial(ComputeBackend):
+        def matmul(self, a, b):
+            return out
+
+        def conv2d(self, x, w, stride=1, padding=0):
+            raise NotImplementedError
+
+    a = np.ones((1, 1), np.float32)
+    trivial = Trivial()
+    bare = Trivial.matmul.__tinytorch_unchecked__
+    t_bare = seconds_per_call(lambda: bare(trivial, a, a), 7, 0.05)
+    t_checked = seconds_per_call(lambda: trivial.matmul(a, a), 7, 0.05)
+    with tinytorch.use_backend(trivial):
+        t_dispatch = seconds_per_call(lambda: tinytorch.matmul(a, a), 7, 0.05)
+    us = (t_dispatch - t_bare) * 1e6
+    table.add("overhead: tinytorch.matmul dispatch+validation", us, "us", 10 / max(us, 1e-3),
+              1.0, f"validation alone {(t_checked - t_bare) * 1e6:.2f} us (target: < 10 us)",
+              kind="overhead")
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for every side of the main table (default 1: the "
+                             "GEMM targets are single-thread); the scaling row uses 1 and 2")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        return memory_probe(args.threads)
+    repeats, min_sample = (3, 0.005) if args.quick else (7, 0.02)
+
+    unset = os.environ.get("TINYTORCH_BENCH_UNSET")
+    print(f"unset for this process: {unset}" if unset else
+          "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: not set")
+    for lib in threadpool_info():
+        print(f"BLAS/OpenMP: {lib.get('internal_api')} {lib.get('version')} "
+              f"kernel={lib.get('architecture')} threads={lib.get('num_threads')} "
+              f"({os.path.basename(lib.get('filepath', ''))})")
+    opt, ref, torch = OptimizedBackend(threads=args.threads), NumpyBackend(), torch_or_none()
+    print(f"optimized: micro-kernel {opt.isa}, openmp={opt.openmp}, threads={opt.threads}; "
+          f"torch: {torch.__version__ if torch else 'not installed'}; cores: {os.cpu_count()}")
+    print(f"{'row':<44} {'value':>22} {'ratio':>9}  target")
+
+    table = Table()
+    matmul_rows(table, opt, ref, args.threads, repeats, min_sample, args.quick)
+    scaling_row(table, repeats, min_sample, args.quick)
+    naive_row(table, opt, repeats)
+    conv_rows(table, opt, ref, args.threads, repeats, min_sample, torch)
+    memory_row(table, args.threads)
+    cnn_row(table, opt, args.threads, repeats, torch)
+    overhead_rows(table)
+    missed = [r["name"] for r in table.rows if r["met"] is False]
+    print(f"targets met: {sum(r['met'] is True for r in table.rows)}, "
+          f"not met: {len(missed)}" + (f" ({'; '.join(missed)})" if missed else ""))
+    print("JSON " + json.dumps({"threads": args.threads, "quick": args.quick,
+                                "isa": opt.isa, "rows": table.rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
