@@ -162,6 +162,18 @@ def test_mse_shape_mismatch_is_clear():
         nn.MSELoss()(np.zeros(3, dtype=np.float32), np.zeros(4, dtype=np.float32))
 
 
+@pytest.mark.parametrize("build,message", [
+    (lambda: nn.Linear(0, 3), "Linear: in_features must be >= 1, got 0"),
+    (lambda: nn.Linear(2.5, 3), "Linear: in_features must be an int, got 2.5"),
+    (lambda: nn.Conv2d(3, 4, 3, padding=-1), "Conv2d: padding must be >= 0"),
+    (lambda: nn.Embedding(True, 3), "Embedding: num_embeddings must be an int, got True"),
+    (lambda: nn.Dropout(1.0), "Dropout probability must be in"),
+])
+def test_bad_constructor_arguments_are_named(build, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        build()
+
+
 def test_attention_heads_must_divide_width():
     with pytest.raises(ValueError, match="not divisible"):
         nn.MultiHeadAttention(6, 4)

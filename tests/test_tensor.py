@@ -52,6 +52,15 @@ def test_operators_compute_what_numpy_computes(rng):
     assert (ta > 0).data.dtype == bool
 
 
+@pytest.mark.parametrize("shape_a,shape_b", [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)),
+                                             ((4, 2, 3), (3,)), ((3,), (4, 3, 2))])
+def test_matmul_with_vectors_follows_numpy(rng, shape_a, shape_b):
+    a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
+    out = Tensor(a) @ Tensor(b)
+    assert out.shape == (a @ b).shape
+    np.testing.assert_allclose(out.data, a @ b)
+
+
 def test_sigmoid_does_not_overflow():
     with np.errstate(over="raise", invalid="raise"):
         out = Tensor([-1000.0, 0.0, 1000.0]).sigmoid().data

@@ -358,11 +358,15 @@ class Tensor:
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"matmul needs tensors with at least 1 dimension, got shapes "
                              f"{a.shape} and {b.shape}")
-        if a.ndim == 1:
-            out = a.reshape(1, -1).matmul(b)
-            return out.reshape(out.shape[:-2] + out.shape[-1:])
-        if b.ndim == 1:
-            return a.matmul(b.reshape(-1, 1)).reshape(a.shape[:-1])
+        if a.ndim == 1 or b.ndim == 1:    # numpy's rule: a vector gains an axis, then loses it
+            out = (a.reshape(1, -1) if a.ndim == 1 else a).matmul(
+                b.reshape(-1, 1) if b.ndim == 1 else b)
+            shape = list(out.shape)
+            if b.ndim == 1:
+                shape.pop()                               # the column b gained
+            if a.ndim == 1:
+                shape.pop(-1 if b.ndim == 1 else -2)      # the row a gained
+            return out.reshape(tuple(shape))
         if a.shape[-1] != b.shape[-2]:
             raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape}")
         dtype = np.result_type(a.dtype, b.dtype)

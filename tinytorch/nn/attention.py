@@ -3,7 +3,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from . import functional as F
-from .layers import Linear
+from .layers import Linear, check_sizes
 from .module import Module
 
 #: Added to masked scores: exp() of it is exactly 0 in float32 and float64.
@@ -19,8 +19,10 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, embed_dim, num_heads, causal=False, bias=True):
+        check_sizes("MultiHeadAttention", embed_dim=embed_dim, num_heads=num_heads)
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by "
+                             f"num_heads {num_heads}")
         self.embed_dim, self.num_heads, self.causal = embed_dim, num_heads, causal
         self.head_dim = embed_dim // num_heads
         self.q_proj = Linear(embed_dim, embed_dim, bias)

@@ -3,12 +3,23 @@
 Weights start as PyTorch starts them (see `init.py`). Each layer checks the
 shape it is given and names the problem, instead of failing deep in numpy.
 """
+import numbers
+
 import numpy as np
 
 from ..tensor import Tensor
 from . import functional as F
 from .init import uniform_fan_in
 from .module import Module, Parameter
+
+
+def check_sizes(layer, minimum=1, **sizes):
+    """Each keyword must be an int >= minimum; else a clear error naming layer and argument."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{layer}: {name} must be an int, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value}")
 
 
 def _need(layer, x, ndim, layout):
@@ -24,6 +35,7 @@ class Linear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True):
+        check_sizes("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(uniform_fan_in((in_features, out_features), in_features))
         self.bias = Parameter(uniform_fan_in((out_features,), in_features)) if bias else None
@@ -48,6 +60,9 @@ class Conv2d(Module):
     """2-D cross-correlation over (N, C, H, W) with square kernels, stride and zero padding."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels,
+                    kernel_size=kernel_size, stride=stride)
+        check_sizes("Conv2d", minimum=0, padding=padding)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         fan_in = in_channels * kernel_size * kernel_size
@@ -70,6 +85,8 @@ class Conv2d(Module):
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
+        check_sizes(type(self).__name__, kernel_size=kernel_size, stride=stride or kernel_size)
+        check_sizes(type(self).__name__, minimum=0, padding=padding)
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
 
     def forward(self, x):
@@ -91,6 +108,7 @@ class AdaptiveAvgPool2d(Module):
     """
 
     def __init__(self, output_size=1):
+        check_sizes("AdaptiveAvgPool2d", output_size=output_size)
         self.output_size = output_size
 
     def forward(self, x):
@@ -121,6 +139,7 @@ class BatchNorm2d(Module):
     """Normalise each channel by batch statistics (training) or running ones (eval)."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        check_sizes("BatchNorm2d", num_features=num_features)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype=np.float32))
         self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
@@ -159,6 +178,7 @@ class LayerNorm(Module):
     """Normalise over the last axis, then scale and shift (per feature)."""
 
     def __init__(self, normalized_shape, eps=1e-5):
+        check_sizes("LayerNorm", normalized_shape=normalized_shape)
         self.normalized_shape, self.eps = normalized_shape, eps
         self.weight = Parameter(np.ones(normalized_shape, dtype=np.float32))
         self.bias = Parameter(np.zeros(normalized_shape, dtype=np.float32))
@@ -180,7 +200,7 @@ class Dropout(Module):
     """Randomly zero elements with probability p while training; identity in eval()."""
 
     def __init__(self, p=0.5):
-        if not 0 <= p < 1:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
         self.p = p
 
@@ -195,6 +215,7 @@ class Embedding(Module):
     """Integer ids (any shape) -> rows of a (num_embeddings, embedding_dim) table, N(0, 1) init."""
 
     def __init__(self, num_embeddings, embedding_dim):
+        check_sizes("Embedding", num_embeddings=num_embeddings, embedding_dim=embedding_dim)
         from ..rng import generator
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(generator().standard_normal(
