@@ -6,7 +6,8 @@ current backend (`conv2d`, `conv2d_grad_input`, `conv2d_grad_weight`).
 """
 import numpy as np
 
-from ..backends.base import conv_output_shape
+from ..backends.base import col2im, conv_output_shape
+from ..backends.numpy_backend import _windows as receptive_fields
 from ..config import get_backend
 from ..rng import generator
 from ..tensor import Tensor, from_op
@@ -48,20 +49,15 @@ def _windows(x, kernel, stride, padding, fill=0.0):
     if padding:
         x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
                    constant_values=fill)
-    view = np.lib.stride_tricks.sliding_window_view(x, (kernel, kernel), axis=(2, 3))
-    return view[:, :, ::stride, ::stride]
+    return receptive_fields(x, kernel, kernel, stride, 0)
 
 
 def _scatter_windows(grad_windows, x_shape, kernel, stride, padding):
     """Adjoint of `_windows`: add each window's gradient back to the input positions."""
     n, c, h, w = x_shape
     oh, ow = grad_windows.shape[2:4]
-    padded = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=grad_windows.dtype)
-    for i in range(kernel):
-        for j in range(kernel):
-            padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
-                grad_windows[..., i, j]
-    return padded[:, :, padding:padding + h, padding:padding + w]
+    cols = grad_windows.transpose(0, 1, 4, 5, 2, 3).reshape(n * c * kernel * kernel, oh * ow)
+    return col2im(cols, (n * c, h, w), kernel, kernel, stride, padding).reshape(x_shape)
 
 
 def _check_pool_input(name, x, kernel, padding):
