@@ -130,12 +130,20 @@ def _read_proc(pid: int) -> _Proc | None:
                  rss_bytes=int(fields[21]) * _PAGE)
 
 
-def _all_processes():
+def _all_processes(uid: int | None = None):
+    """Every process, or (cheaply, by the owner of /proc/PID) those running as `uid`."""
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            proc = _read_proc(int(entry))
-            if proc is not None:
-                yield proc
+        if not entry.isdigit():
+            continue
+        if uid is not None:
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+            except OSError:
+                continue
+        proc = _read_proc(int(entry))
+        if proc is not None and (uid is None or proc.uid == uid):
+            yield proc
 
 
 def _unused_uid() -> int:
@@ -160,11 +168,12 @@ CAP_DAC_READ_SEARCH = 2
 _CAPABILITY_VERSION_3 = 0x20080522
 
 
-def _world_readable_python() -> bool:
-    """True if any user can reach the interpreter and every directory on sys.path."""
+def _world_readable_python(env: dict) -> bool:
+    """True if any user can reach the interpreter, tinytorch and every import path."""
     import sys
-    places = [os.path.realpath(sys.executable)] + [os.path.realpath(p) for p in sys.path if p]
-    for place in places:
+    places = [sys.executable, os.path.dirname(os.path.dirname(__file__)), *sys.path,
+              *env.get("PYTHONPATH", "").split(os.pathsep)]
+    for place in (os.path.realpath(p) for p in places if p):
         path = place
         while path != os.path.dirname(path):
             path = os.path.dirname(path)
@@ -204,9 +213,10 @@ class Sandbox:
     def __init__(self, limits: Limits = Limits()):
         self.limits = limits
         self.uid = _unused_uid() if os.geteuid() == 0 else None
-        #: The worker keeps CAP_DAC_READ_SEARCH when its interpreter or imports
-        #: live where other users cannot look (e.g. a pyenv under a 0700 /root).
-        self.keep_reading = self.uid is not None and not _world_readable_python()
+        #: Whether the worker keeps CAP_DAC_READ_SEARCH (decided at spawn): only when
+        #: its interpreter or imports live where other users cannot look (a pyenv
+        #: under a 0700 /root, a checkout in a private home).
+        self.keep_reading = False
         self.home = tempfile.mkdtemp(prefix="tinytorch-worker-")
         if self.uid is not None:
             os.chown(self.home, self.uid, self.uid)
@@ -246,6 +256,7 @@ class Sandbox:
         except OSError:
             pass                      # not Linux >= 3.4: close() still kills the tree it sees
         popen_kwargs.setdefault("cwd", self.home)
+        self.keep_reading = self.uid is not None and not _world_readable_python(env)
         self.proc = subprocess.Popen(argv, env=self.env(env), start_new_session=True,
                                      preexec_fn=self._confine, **popen_kwargs)
         self._started = time.monotonic()
@@ -263,7 +274,7 @@ class Sandbox:
         """Every live process of the worker (zombies included)."""
         if self.proc is None:
             return []
-        procs = sorted(_all_processes(), key=lambda p: p.pid)
+        procs = sorted(_all_processes(self.uid), key=lambda p: p.pid)
         found = {}
         changed = True
         while changed:            # descendants may have lower pids than their parents
@@ -281,7 +292,7 @@ class Sandbox:
         """CPU time of every process the tree has had, as last seen."""
         return sum(self._cpu.values()) / _CLOCK_TICK
 
-    def check(self, interval: float = 0.05) -> Violation | None:
+    def check(self, interval: float = 0.02) -> Violation | None:
         """Sample the tree (at most every `interval` s); on a broken limit, kill it and say why.
 
         A thread hog shows up two ways: CPU time beyond threads x wall time
@@ -296,7 +307,9 @@ class Sandbox:
         for proc in live:
             key = (proc.pid, proc.start)
             self._cpu[key] = max(self._cpu.get(key, 0), proc.cpu_ticks)
-        memory = sum(p.memory_bytes() for p in live)
+        memory = sum(p.rss_bytes for p in live)
+        if memory > self.limits.memory_bytes:   # resident size counts shared pages twice:
+            memory = sum(p.memory_bytes() for p in live)   # confirm (slowly) by PSS
         self.peak_memory_bytes = max(self.peak_memory_bytes, memory)
         running = sum(p.running_threads() for p in live)
         self._busy = self._busy + 1 if running > self.limits.threads + 1 else 0

@@ -66,8 +66,8 @@ class Session:
         self.staged = None          # (problem, params, [input sets])
         self.outputs = None
         self.violations = []        # writes the audit hook refused
-        rules.guard_writes([os.environ.get("TMPDIR"), os.environ.get("HOME"), "/tmp",
-                            "/var/tmp", "/dev"], self.violations.append)
+        rules.guard_writes([os.environ.get("TMPDIR"), os.environ.get("HOME"), "/dev"],
+                           self.violations.append)
         self.integrity = rules.Integrity()    # before any backend code runs
         blasguard.arm()
 
@@ -126,7 +126,7 @@ def main():
             where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
             print(traceback.format_exc(), file=sys.stderr)
             if violation is not None:
-                reply, out = {"error": violation.reason, "violation": violation.name}, []
+                reply, out = {"error": violation.detail, "violation": violation.name}, []
             else:
                 reply, out = {"error": f"{type(exc).__name__}: {exc}{where}",
                               "memory": isinstance(exc, MemoryError)}, []

@@ -1,0 +1,2 @@
+"""Raises while being imported."""
+raise RuntimeError("hostile: this submission crashes on import")
