@@ -6,9 +6,10 @@
   3. grad input      -- cols = W^T @ dY[n], scattered back by col2im
   4. grad weight     -- dW = sum over n of dY[n] @ cols[n]^T
 
-Memory: only one image's cols matrix per thread exists at a time (never the
-whole batch's), so the extra memory of a batch-64 convolution is threads/64
-of the full im2col matrix plus the GEMM's packing buffers. A 1x1 convolution
+Memory: only one image's cols matrix (and a zero-padded copy of the image)
+per thread exists at a time, never the whole batch's, so the extra memory of
+a batch-64 convolution is about threads/64 of the full im2col matrix plus the
+GEMM's packing buffers. A 1x1 convolution
 with stride 1 and no padding needs no im2col at all: x[n] viewed as
 (C, H*W) already is the cols matrix.
 
@@ -43,86 +44,83 @@ openmp = bool(TT_OPENMP)
 
 cdef struct Geometry:
     Py_ssize_t c, h, w, kh, kw, stride, pad, oh, ow
-
-
-cdef inline Py_ssize_t first_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t out) noexcept nogil:
-    """Smallest o >= 0 with o*stride + offset >= 0 (capped at out)."""
-    if offset >= 0:
-        return 0
-    return min((-offset + stride - 1) // stride, out)
-
-
-cdef inline Py_ssize_t end_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
-                                  Py_ssize_t out) noexcept nogil:
-    """One past the largest o < out with o*stride + offset < size."""
-    if size - offset <= 0:
-        return 0
-    return min((size - offset - 1) // stride + 1, out)
+    Py_ssize_t hp, wp            # the padded image: h + 2*pad, w + 2*pad
 
 
 # ---------------------------------------------------------------- 1. im2col / col2im
 #
 # Row (c, i, j) of cols holds, for every output position (oh, ow), the input
 # pixel that kernel tap (i, j) of channel c sees there:
-#     cols[(c*KH + i)*KW + j, oh*OW + ow] = x[c, oh*s + i - pad, ow*s + j - pad]
-# (zero where that falls into the padding). For each row, the output columns
-# whose pixel lies inside the image form one range [lo, hi): the loop copies
-# that range and zero-fills the rest, no test per pixel.
+#     cols[(c*KH + i)*KW + j, oh*OW + ow] = xpad[c, oh*s + i, ow*s + j]
+# where xpad is x with `pad` zeros around it. Copying the image into a
+# zero-bordered buffer first (a small cost: C*(H+2p)*(W+2p) values) makes
+# every row of cols a run of plain copies, with no bounds test per pixel;
+# without padding the image itself is used.
 
-cdef void im2col(const floating *img, Geometry g, floating *cols) noexcept nogil:
-    cdef Py_ssize_t c, i, j, oh, ow, h, lo, hi
+cdef const floating *padded(const floating *img, Geometry g, floating *buf) noexcept nogil:
+    """img, or a copy of it with a zero border in buf."""
+    if g.pad == 0:
+        return img
+    cdef Py_ssize_t c, h, x
+    memset(buf, 0, g.c * g.hp * g.wp * sizeof(floating))
+    for c in range(g.c):
+        for h in range(g.h):
+            for x in range(g.w):
+                buf[(c * g.hp + h + g.pad) * g.wp + g.pad + x] = img[(c * g.h + h) * g.w + x]
+    return buf
+
+
+cdef void im2col(const floating *img, Geometry g, floating *cols, floating *buf) noexcept nogil:
+    cdef const floating *xpad = padded(img, g, buf)
     cdef const floating *src
     cdef floating *dst = cols
+    cdef Py_ssize_t c, i, j, oh, ow
     for c in range(g.c):
         for i in range(g.kh):
             for j in range(g.kw):
-                lo = first_inside(j - g.pad, g.stride, g.ow)
-                hi = end_inside(j - g.pad, g.stride, g.w, g.ow)
                 for oh in range(g.oh):
-                    h = oh * g.stride + i - g.pad
-                    if h < 0 or h >= g.h or lo >= hi:
+                    src = xpad + (c * g.hp + oh * g.stride + i) * g.wp + j
+                    if g.stride == 1:
                         for ow in range(g.ow):
-                            dst[ow] = 0
+                            dst[ow] = src[ow]
                     else:
-                        src = img + (c * g.h + h) * g.w + j - g.pad
-                        for ow in range(lo):
-                            dst[ow] = 0
-                        if g.stride == 1:
-                            for ow in range(lo, hi):
-                                dst[ow] = src[ow]
-                        else:
-                            for ow in range(lo, hi):
-                                dst[ow] = src[ow * g.stride]
-                        for ow in range(hi, g.ow):
-                            dst[ow] = 0
+                        for ow in range(g.ow):
+                            dst[ow] = src[ow * g.stride]
                     dst += g.ow
 
 
-cdef void col2im(const floating *cols, Geometry g, floating *img) noexcept nogil:
-    """img += the scatter of cols (overlapping receptive fields add up); img pre-zeroed."""
-    cdef Py_ssize_t c, i, j, oh, ow, h, lo, hi
+cdef void col2im(const floating *cols, Geometry g, floating *img, floating *buf) noexcept nogil:
+    """img (zeros on entry) = the scatter of cols: overlapping receptive fields add up,
+    taps that fell into the padding are dropped."""
+    cdef floating *target = img
     cdef floating *dst
     cdef const floating *src = cols
+    cdef Py_ssize_t c, i, j, oh, ow, h, x
+    if g.pad:
+        target = buf
+        memset(buf, 0, g.c * g.hp * g.wp * sizeof(floating))
     for c in range(g.c):
         for i in range(g.kh):
             for j in range(g.kw):
-                lo = first_inside(j - g.pad, g.stride, g.ow)
-                hi = end_inside(j - g.pad, g.stride, g.w, g.ow)
                 for oh in range(g.oh):
-                    h = oh * g.stride + i - g.pad
-                    if 0 <= h < g.h:
-                        dst = img + (c * g.h + h) * g.w + j - g.pad
-                        for ow in range(lo, hi):
-                            dst[ow * g.stride] += src[ow]
+                    dst = target + (c * g.hp + oh * g.stride + i) * g.wp + j
+                    for ow in range(g.ow):
+                        dst[ow * g.stride] += src[ow]
                     src += g.ow
+    if g.pad:
+        for c in range(g.c):
+            for h in range(g.h):
+                for x in range(g.w):
+                    img[(c * g.h + h) * g.w + x] = buf[(c * g.hp + h + g.pad) * g.wp + g.pad + x]
 
 
 cdef Geometry geometry(Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t stride, Py_ssize_t pad):
     cdef Geometry g
     g.c, g.h, g.w, g.kh, g.kw, g.stride, g.pad = c, h, w, kh, kw, stride, pad
-    g.oh = (h + 2 * pad - kh) // stride + 1
-    g.ow = (w + 2 * pad - kw) // stride + 1
+    g.hp, g.wp = h + 2 * pad, w + 2 * pad
+    g.oh = (g.hp - kh) // stride + 1
+    g.ow = (g.wp - kw) // stride + 1
     if g.oh < 1 or g.ow < 1 or min(c, h, w, kh, kw) < 1 or stride < 1 or pad < 0:
         raise ValueError(f"optimized conv2d: impossible geometry C={c} H={h} W={w} "
                          f"KH={kh} KW={kw} stride={stride} padding={pad}")
@@ -143,8 +141,9 @@ cdef inline int split(Py_ssize_t images, int threads, int *inner) noexcept nogil
     return 1
 
 
-cdef floating *scratch(Py_ssize_t count, floating *typed) noexcept nogil:
-    return <floating *>malloc(max(count, 1) * sizeof(floating))
+cdef inline Py_ssize_t scratch_size(Geometry g) noexcept nogil:
+    """Per-thread scratch: one image's cols matrix, then its zero-padded copy."""
+    return g.c * g.kh * g.kw * g.oh * g.ow + g.c * g.hp * g.wp
 
 
 # ---------------------------------------------------------------- 2. forward
@@ -164,9 +163,10 @@ def conv2d(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef bint pointwise = is_pointwise(g)
     cdef floating *cols = NULL
     cdef floating *mine
+    cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = scratch(outer * ckk * ohw, cols)
+        cols = <floating *>malloc(outer * per_thread * sizeof(floating))
         if cols == NULL:
             raise MemoryError("optimized conv2d: out of memory for the im2col buffer")
     with nogil:
@@ -175,8 +175,8 @@ def conv2d(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                 failures += -gemm(f, ohw, g.c, &w[0, 0, 0, 0], g.c, 1, &x[n, 0, 0, 0], hw, 1,
                                   &out[n, 0, 0, 0], ohw, False, inner)
             else:
-                mine = cols + threadid() * ckk * ohw
-                im2col(&x[n, 0, 0, 0], g, mine)
+                mine = cols + threadid() * per_thread
+                im2col(&x[n, 0, 0, 0], g, mine, mine + ckk * ohw)
                 failures += -gemm(f, ohw, ckk, &w[0, 0, 0, 0], ckk, 1, mine, ohw, 1,
                                   &out[n, 0, 0, 0], ohw, False, inner)
     free(cols)
@@ -202,9 +202,10 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_out, const floating[:, :
     cdef bint pointwise = is_pointwise(g)
     cdef floating *cols = NULL
     cdef floating *mine
+    cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = scratch(outer * ckk * ohw, cols)
+        cols = <floating *>malloc(outer * per_thread * sizeof(floating))
         if cols == NULL:
             raise MemoryError("optimized conv2d_grad_input: out of memory for the col buffer")
     with nogil:
@@ -213,10 +214,10 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_out, const floating[:, :
                 failures += -gemm(g.c, hw, f, &w[0, 0, 0, 0], 1, g.c, &grad_out[n, 0, 0, 0],
                                   ohw, 1, &grad_x[n, 0, 0, 0], hw, False, inner)
             else:
-                mine = cols + threadid() * ckk * ohw
+                mine = cols + threadid() * per_thread
                 failures += -gemm(ckk, ohw, f, &w[0, 0, 0, 0], 1, ckk, &grad_out[n, 0, 0, 0],
                                   ohw, 1, mine, ohw, False, inner)
-                col2im(mine, g, &grad_x[n, 0, 0, 0])
+                col2im(mine, g, &grad_x[n, 0, 0, 0], mine + ckk * ohw)
     free(cols)
     if failures:
         raise MemoryError("optimized conv2d_grad_input: out of memory for packing buffers")
@@ -244,9 +245,10 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     cdef bint pointwise = is_pointwise(g)
     cdef floating *cols = NULL
     cdef floating *mine
+    cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = scratch(outer * ckk * ohw, cols)
+        cols = <floating *>malloc(outer * per_thread * sizeof(floating))
         if cols == NULL:
             raise MemoryError("optimized conv2d_grad_weight: out of memory for the im2col buffer")
     with nogil:
@@ -256,8 +258,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                                   &x[n, 0, 0, 0], 1, hw,
                                   &partial[threadid(), 0, 0], ckk, True, inner)
             else:
-                mine = cols + threadid() * ckk * ohw
-                im2col(&x[n, 0, 0, 0], g, mine)
+                mine = cols + threadid() * per_thread
+                im2col(&x[n, 0, 0, 0], g, mine, mine + ckk * ohw)
                 failures += -gemm(f, ckk, ohw, &grad_out[n, 0, 0, 0], ohw, 1, mine, 1, ohw,
                                   &partial[threadid(), 0, 0], ckk, True, inner)
     free(cols)

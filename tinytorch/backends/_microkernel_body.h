@@ -48,14 +48,17 @@ static inline void TT_KERNEL(long kc, const T *restrict a, const T *restrict b,
         }
     }
 
-    if (mr == TT_MR && nr == TT_NR && csc == 1) { /* full tile: straight to C */
+    if (nr == TT_NR && csc == 1) {     /* full-width rows of a row-major C: as vectors */
 #pragma GCC unroll 16
-        for (int i = 0; i < TT_MR; i++)
+        for (int i = 0; i < TT_MR; i++) {
+            if (i >= mr)                   /* a bottom edge tile: only the rows that exist */
+                return;
 #pragma GCC unroll 4
             for (int j = 0; j < TT_NV; j++) {
                 vec_u *dst = (vec_u *)(c + i * rsc + j * VL);
                 *dst = accumulate ? *dst + acc[i][j] : acc[i][j];
             }
+        }
         return;
     }
     /* edge tile or strided C: spill the registers, copy the mr x nr part that exists */
