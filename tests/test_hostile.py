@@ -101,9 +101,11 @@ def hostile_run():
     root = Path(tempfile.mkdtemp(prefix="tinytorch-hostile-"))
     os.chmod(root, 0o755)
     try:
-        site = root / "site"
+        site, source = root / "site", root / "source"    # pip builds in the tree: a copy
+        shutil.copytree(HOSTILE, source, ignore=shutil.ignore_patterns(
+            "build", "*.egg-info", "__pycache__"))
         run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-             "--no-build-isolation", "--disable-pip-version-check", "--target", site, HOSTILE])
+             "--no-build-isolation", "--disable-pip-version-check", "--target", site, source])
         board = root / "leaderboard"
         results_dir = board / "results"
         results_dir.mkdir(parents=True)
