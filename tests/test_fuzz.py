@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import tinytorch  # noqa: E402
-from tinytorch.backends.registry import load_backend  # noqa: E402
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -10,6 +10,7 @@ process survives the run.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -93,9 +94,7 @@ def _worker_processes(marker: str) -> list[int]:
 @pytest.fixture(scope="module")
 def hostile_run():
     """One competition over every hostile entry point; yields what a test needs to judge it."""
-    try:
-        import setuptools  # noqa: F401 - builds the fixture distribution without the index
-    except ImportError:
+    if importlib.util.find_spec("setuptools") is None:   # builds the fixture offline
         skip_or_fail("setuptools is needed to build tests/hostile with --no-build-isolation")
     # A folder any user can read: the workers run as an unprivileged user when we are root.
     root = Path(tempfile.mkdtemp(prefix="tinytorch-hostile-"))

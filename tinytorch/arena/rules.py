@@ -12,7 +12,6 @@ named failure instead of a lucky rank.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import numpy as np
@@ -27,10 +26,6 @@ VIOLATIONS = {
     "thread-hog": "used more CPU time than its threads allow",
     "too-many-processes": "started more processes than allowed",
     "memory": "exceeded the memory limit",
-    "timeout": "exceeded the time limit",
-    "crash": "the worker crashed",
-    "foreign-cpu": "built for another CPU",
-    "impossible-time": "reported a time faster than the machine can compute",
 }
 
 
@@ -47,23 +42,6 @@ class Violation(Exception):
     def reason(self) -> str:
         """`name: detail` as results and the board print it."""
         return f"{self.name}: {self.detail or VIOLATIONS[self.name]}"
-
-
-def exit_violation(returncode: int) -> Violation | None:
-    """A worker that died by a signal, named; None for a normal exit."""
-    if returncode is None or returncode >= 0:
-        return None
-    sig = -returncode
-    try:
-        signame = signal.Signals(sig).name
-    except ValueError:
-        signame = f"signal {sig}"
-    if sig == signal.SIGILL:
-        return Violation("foreign-cpu", "SIGILL: built for another CPU; rebuild on this "
-                                        "machine or with TINYTORCH_PORTABLE=1")
-    if sig == signal.SIGXFSZ:
-        return Violation("protected-write", "SIGXFSZ: wrote a file beyond the size limit")
-    return Violation("crash", f"the worker died of {signame}")
 
 
 # ------------------------------------------------------------------ aliasing

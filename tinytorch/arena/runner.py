@@ -23,8 +23,6 @@ from .rules import Violation
 from .wire import Channel, PeerClosed, ProtocolError
 
 MB = 1 << 20
-#: Violations reported under the arena's own statuses; every other one is "violation".
-_STATUS_OF = {"memory": "memory", "timeout": "timeout", "crash": "crash"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +70,7 @@ def spawn_worker(limits: Limits, env: dict | None = None) -> "Worker":
 
 def violation_failure(violation: Violation) -> WorkerFailure:
     """A broken rule as the arena reports it."""
-    status = _STATUS_OF.get(violation.name, "violation")
+    status = "memory" if violation.name == "memory" else "violation"   # memory is penalised
     return WorkerFailure(status, violation.reason if status != "violation"
                          else f"rule violation: {violation.reason}")
 

@@ -24,6 +24,7 @@ still apply, but only file permissions and rules.guard_writes protect files.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import dataclasses
 import itertools
@@ -43,6 +44,7 @@ PR_SET_CHILD_SUBREAPER = 36
 _CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _uid_sequence = itertools.count()
+_open = set()                     # sandboxes not closed yet; closed at exit (e.g. after Ctrl-C)
 
 #: Environment variables that size the thread pools a worker may start.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -218,6 +220,7 @@ class Sandbox:
         #: under a 0700 /root, a checkout in a private home).
         self.keep_reading = False
         self.home = tempfile.mkdtemp(prefix="tinytorch-worker-")
+        _open.add(self)
         if self.uid is not None:
             os.chown(self.home, self.uid, self.uid)
         self.proc: subprocess.Popen | None = None
@@ -371,9 +374,20 @@ class Sandbox:
             self.kill()
         finally:
             shutil.rmtree(self.home, ignore_errors=True)
+            _open.discard(self)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+@atexit.register
+def _close_forgotten():
+    """An interrupted parent still kills its workers' trees and removes their folders."""
+    for box in list(_open):
+        try:
+            box.close()
+        except (OSError, RuntimeError):
+            pass
