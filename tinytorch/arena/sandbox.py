@@ -241,13 +241,14 @@ class Sandbox:
 
     def _confine(self):
         """Runs in the child between fork and exec: drop the user id, then set the limits."""
+        limits = [(resource.RLIMIT_DATA, self.limits.memory_bytes),
+                  (resource.RLIMIT_FSIZE, self.limits.file_bytes), (resource.RLIMIT_CORE, 0)]
         if self.uid is not None:
             _become(self.uid, keep_reading=self.keep_reading)
-        nproc = self.limits.processes * (self.limits.threads + 8) + 16
-        for which, value in ((resource.RLIMIT_DATA, self.limits.memory_bytes),
-                             (resource.RLIMIT_NPROC, nproc),
-                             (resource.RLIMIT_FSIZE, self.limits.file_bytes),
-                             (resource.RLIMIT_CORE, 0)):
+            # Counts every task of the user: only meaningful for a user of our own.
+            tasks = self.limits.processes * (self.limits.threads + 8) + 16
+            limits.append((resource.RLIMIT_NPROC, tasks))
+        for which, value in limits:
             _, hard = resource.getrlimit(which)
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(which, (value, value))
