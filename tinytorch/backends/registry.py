@@ -11,6 +11,7 @@ claims, is recorded with its error and never breaks the others.
 from __future__ import annotations
 
 import dataclasses
+import importlib.machinery
 import importlib.util
 import inspect
 import os
@@ -190,10 +191,16 @@ def _location(entry: _Entry) -> str | None:
         except (TypeError, OSError):
             return None
     if entry.entry_point:
-        module = entry.entry_point.split(":")[0].strip()
+        # find_spec("pkg.mod") would import (run) pkg: find each part on the path instead.
+        parts = entry.entry_point.split(":")[0].strip().split(".")
         try:
-            spec = importlib.util.find_spec(module)
-        except Exception:  # noqa: BLE001 - a broken parent package must not break listing
+            spec = importlib.util.find_spec(parts[0])     # a top-level name is never imported
+            for i in range(1, len(parts)):
+                if spec is None or not spec.submodule_search_locations:
+                    return None
+                spec = importlib.machinery.PathFinder.find_spec(
+                    ".".join(parts[:i + 1]), spec.submodule_search_locations)
+        except Exception:  # noqa: BLE001 - a broken plugin must not break listing
             return None
         if spec is not None and spec.origin:
             return os.path.dirname(os.path.abspath(spec.origin))
