@@ -23,10 +23,17 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free
 from libc.string cimport memset
 
-from ._gemm cimport gemm
+from ._gemm cimport gemm, gemm_packed_b
+
+cdef extern from "_microkernel.h":
+    enum:
+        TT_NR_F32
+        TT_NR_F64
+        TT_ALIGN
+    void *tt_aligned_alloc(size_t nbytes)
 
 cdef extern from *:
     """
@@ -89,6 +96,54 @@ cdef void im2col(const floating *img, Geometry g, floating *cols, floating *buf)
                     dst += g.ow
 
 
+DEF MAX_NR = 64   # widest GEMM sliver any micro-kernel uses (AVX-512 float32: 32)
+
+
+cdef void im2col_packed(const floating *img, Geometry g, floating *bp, floating *buf) noexcept nogil:
+    """im2col written straight into the GEMM's packed-B layout (_gemm.pyx, section 3):
+    bp[(s*K + p)*NR + j] = cols[p, s*NR + j], K = C*KH*KW, zero past the last column.
+    Saves writing cols and then copying it into packed slivers: one pass, not two.
+
+    The NR columns of a sliver are output positions that fall into a few runs
+    along output rows; where those runs start is the same for every row p of
+    the sliver, so it is worked out once per sliver (no division per pixel)."""
+    cdef const floating *xpad = padded(img, g, buf)
+    cdef Py_ssize_t nr = TT_NR_F32 if floating is float else TT_NR_F64
+    cdef Py_ssize_t ohw = g.oh * g.ow
+    cdef Py_ssize_t run_at[MAX_NR]
+    cdef Py_ssize_t run_len[MAX_NR]
+    cdef Py_ssize_t run_src[MAX_NR]
+    cdef Py_ssize_t s, c, i, j, r, q, runs, filled, col, oh, ow
+    cdef const floating *base
+    cdef floating *dst = bp
+    for s in range((ohw + nr - 1) // nr):
+        runs, filled, col = 0, 0, s * nr
+        while filled < nr and col < ohw:
+            oh = col // g.ow
+            ow = col - oh * g.ow
+            run_at[runs] = filled
+            run_len[runs] = min(g.ow - ow, nr - filled)
+            run_src[runs] = oh * g.stride * g.wp + ow * g.stride
+            filled += run_len[runs]
+            col += run_len[runs]
+            runs += 1
+        for c in range(g.c):
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    base = xpad + (c * g.hp + i) * g.wp + j
+                    if g.stride == 1:
+                        for r in range(runs):
+                            for q in range(run_len[r]):
+                                dst[run_at[r] + q] = base[run_src[r] + q]
+                    else:
+                        for r in range(runs):
+                            for q in range(run_len[r]):
+                                dst[run_at[r] + q] = base[run_src[r] + q * g.stride]
+                    for q in range(filled, nr):
+                        dst[q] = 0
+                    dst += nr
+
+
 cdef void col2im(const floating *cols, Geometry g, floating *img, floating *buf) noexcept nogil:
     """img (zeros on entry) = the scatter of cols: overlapping receptive fields add up,
     taps that fell into the padding are dropped."""
@@ -104,8 +159,12 @@ cdef void col2im(const floating *cols, Geometry g, floating *img, floating *buf)
             for j in range(g.kw):
                 for oh in range(g.oh):
                     dst = target + (c * g.hp + oh * g.stride + i) * g.wp + j
-                    for ow in range(g.ow):
-                        dst[ow * g.stride] += src[ow]
+                    if g.stride == 1:          # unit stride: the compiler vectorises it
+                        for ow in range(g.ow):
+                            dst[ow] += src[ow]
+                    else:
+                        for ow in range(g.ow):
+                            dst[ow * g.stride] += src[ow]
                     src += g.ow
     if g.pad:
         for c in range(g.c):
@@ -141,9 +200,17 @@ cdef inline int split(Py_ssize_t images, int threads, int *inner) noexcept nogil
     return 1
 
 
+cdef inline Py_ssize_t padded_size(Geometry g) noexcept nogil:
+    return g.c * g.hp * g.wp
+
+
 cdef inline Py_ssize_t scratch_size(Geometry g) noexcept nogil:
-    """Per-thread scratch: one image's cols matrix, then its zero-padded copy."""
-    return g.c * g.kh * g.kw * g.oh * g.ow + g.c * g.hp * g.wp
+    """Per-thread scratch: one image's cols matrix (its width rounded up to whole
+    GEMM slivers, for the packed layout), then the zero-padded copy of the image."""
+    cdef Py_ssize_t nr = max(<Py_ssize_t>TT_NR_F32, <Py_ssize_t>TT_NR_F64)
+    cdef Py_ssize_t size = g.c * g.kh * g.kw * ((g.oh * g.ow + nr - 1) // nr * nr) \
+        + g.c * g.hp * g.wp
+    return (size + TT_ALIGN - 1) // TT_ALIGN * TT_ALIGN   # every thread's block aligned
 
 
 # ---------------------------------------------------------------- 2. forward
@@ -166,7 +233,7 @@ def conv2d(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = <floating *>malloc(outer * per_thread * sizeof(floating))
+        cols = <floating *>tt_aligned_alloc(outer * per_thread * sizeof(floating))
         if cols == NULL:
             raise MemoryError("optimized conv2d: out of memory for the im2col buffer")
     with nogil:
@@ -176,9 +243,9 @@ def conv2d(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                                   &out[n, 0, 0, 0], ohw, False, inner)
             else:
                 mine = cols + threadid() * per_thread
-                im2col(&x[n, 0, 0, 0], g, mine, mine + ckk * ohw)
-                failures += -gemm(f, ohw, ckk, &w[0, 0, 0, 0], ckk, 1, mine, ohw, 1,
-                                  &out[n, 0, 0, 0], ohw, False, inner)
+                im2col_packed(&x[n, 0, 0, 0], g, mine, mine + per_thread - padded_size(g))
+                failures += -gemm_packed_b(f, ohw, ckk, &w[0, 0, 0, 0], ckk, 1, mine,
+                                           &out[n, 0, 0, 0], ohw, False, inner)
     free(cols)
     if failures:
         raise MemoryError("optimized conv2d: out of memory for the GEMM's packing buffers")
@@ -205,7 +272,7 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_out, const floating[:, :
     cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = <floating *>malloc(outer * per_thread * sizeof(floating))
+        cols = <floating *>tt_aligned_alloc(outer * per_thread * sizeof(floating))
         if cols == NULL:
             raise MemoryError("optimized conv2d_grad_input: out of memory for the col buffer")
     with nogil:
@@ -217,7 +284,7 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_out, const floating[:, :
                 mine = cols + threadid() * per_thread
                 failures += -gemm(ckk, ohw, f, &w[0, 0, 0, 0], 1, ckk, &grad_out[n, 0, 0, 0],
                                   ohw, 1, mine, ohw, False, inner)
-                col2im(mine, g, &grad_x[n, 0, 0, 0], mine + ckk * ohw)
+                col2im(mine, g, &grad_x[n, 0, 0, 0], mine + per_thread - padded_size(g))
     free(cols)
     if failures:
         raise MemoryError("optimized conv2d_grad_input: out of memory for packing buffers")
@@ -248,7 +315,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = <floating *>malloc(outer * per_thread * sizeof(floating))
+        cols = <floating *>tt_aligned_alloc(outer * per_thread * sizeof(floating))
         if cols == NULL:
             raise MemoryError("optimized conv2d_grad_weight: out of memory for the im2col buffer")
     with nogil:
@@ -259,7 +326,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                                   &partial[threadid(), 0, 0], ckk, True, inner)
             else:
                 mine = cols + threadid() * per_thread
-                im2col(&x[n, 0, 0, 0], g, mine, mine + ckk * ohw)
+                im2col(&x[n, 0, 0, 0], g, mine, mine + per_thread - padded_size(g))
                 failures += -gemm(f, ckk, ohw, &grad_out[n, 0, 0, 0], ohw, 1, mine, 1, ohw,
                                   &partial[threadid(), 0, 0], ckk, True, inner)
     free(cols)

@@ -1,5 +1,5 @@
 # cython: language_level=3
-# The GEMM's C-level entry point, shared with _conv.pyx (which runs one GEMM
+# The GEMM's C-level entry points, shared with _conv.pyx (which runs one GEMM
 # per image inside its own parallel loop, without going back to Python).
 from cython cimport floating
 
@@ -8,4 +8,7 @@ cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
                floating *c, Py_ssize_t ldc, bint accumulate, int threads) noexcept nogil
 
-cdef int threads_for(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int threads) noexcept nogil
+cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                       const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
+                       const floating *packed_b, floating *c, Py_ssize_t ldc,
+                       bint accumulate, int threads) noexcept nogil

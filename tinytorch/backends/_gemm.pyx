@@ -142,6 +142,11 @@ cdef void pack_a(Py_ssize_t rows, Py_ssize_t kc, const floating *a,
 # A row-major B (csb == 1) is a plain copy the compiler vectorises; B given
 # as a transposed view (rsb == 1, e.g. cols^T in conv2d_grad_weight) is the
 # transposing case again.
+#
+# A caller that can produce B directly in packed form may hand it over
+# instead (gemm_packed_b): sliver after sliver, each all k rows of NR values,
+# i.e. B[p, s*NR + j] at packed_b[(s*k + p)*NR + j], zero-padded. conv2d
+# does: its im2col writes this layout, so its cols matrix is never copied.
 
 cdef void pack_b(Py_ssize_t cols, Py_ssize_t kc, const floating *b,
                  Py_ssize_t rsb, Py_ssize_t csb, floating *bp, int nr) noexcept nogil:
@@ -177,8 +182,10 @@ cdef void pack_b(Py_ssize_t cols, Py_ssize_t kc, const floating *b,
 cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                      const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
-                     floating *c, Py_ssize_t rsc, Py_ssize_t csc, bint accumulate) noexcept nogil:
-    """C[m, n] (+)= A[m, k] @ B[k, n] on the calling thread; -1 if out of memory."""
+                     floating *c, Py_ssize_t rsc, Py_ssize_t csc, bint accumulate,
+                     const floating *packed_b) noexcept nogil:
+    """C[m, n] (+)= A[m, k] @ B[k, n] on the calling thread; -1 if out of memory.
+    B comes from (b, rsb, csb), or, if packed_b is not NULL, is already packed."""
     cdef int mr, nr
     if floating is float:
         mr, nr = TT_MR_F32, TT_NR_F32
@@ -187,14 +194,17 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     cdef Py_ssize_t kc_max = min(<Py_ssize_t>KC, k)
     cdef floating *ap = <floating *>tt_aligned_alloc(
         min(<Py_ssize_t>MC, round_up(m, mr)) * kc_max * sizeof(floating))
-    cdef floating *bp = <floating *>tt_aligned_alloc(
-        min(<Py_ssize_t>NC, round_up(n, nr)) * kc_max * sizeof(floating))
-    if ap == NULL or bp == NULL:
+    cdef floating *bp = NULL
+    if packed_b == NULL:
+        bp = <floating *>tt_aligned_alloc(
+            min(<Py_ssize_t>NC, round_up(n, nr)) * kc_max * sizeof(floating))
+    if ap == NULL or (bp == NULL and packed_b == NULL):
         free(ap)
         free(bp)
         return -1
 
     cdef Py_ssize_t jc, pc, ic, jr, ir, nc, kc, mc, s, t
+    cdef const floating *b_sliver
     cdef bint add
     for jc in range(0, n, NC):
         nc = min(<Py_ssize_t>NC, n - jc)
@@ -202,6 +212,8 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
             kc = min(<Py_ssize_t>KC, k - pc)
             add = accumulate or pc > 0
             for s in range((nc + nr - 1) // nr):
+                if packed_b != NULL:
+                    break
                 jr = s * nr
                 pack_b(min(<Py_ssize_t>nr, nc - jr), kc, b + pc * rsb + (jc + jr) * csb,
                        rsb, csb, bp + jr * kc, nr)
@@ -213,15 +225,19 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                            rsa, csa, ap + ir * kc, mr)
                 for s in range((nc + nr - 1) // nr):
                     jr = s * nr
+                    if packed_b == NULL:
+                        b_sliver = bp + jr * kc
+                    else:
+                        b_sliver = packed_b + (jc + jr) * k + pc * nr
                     for t in range((mc + mr - 1) // mr):
                         ir = t * mr
                         if floating is float:
-                            tt_kernel_f32(kc, ap + ir * kc, bp + jr * kc,
+                            tt_kernel_f32(kc, ap + ir * kc, b_sliver,
                                           c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                           min(<Py_ssize_t>mr, mc - ir),
                                           min(<Py_ssize_t>nr, nc - jr), add)
                         else:
-                            tt_kernel_f64(kc, ap + ir * kc, bp + jr * kc,
+                            tt_kernel_f64(kc, ap + ir * kc, b_sliver,
                                           c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                           min(<Py_ssize_t>mr, mc - ir),
                                           min(<Py_ssize_t>nr, nc - jr), add)
@@ -248,9 +264,10 @@ cdef int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                       const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                       const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
                       floating *c, Py_ssize_t rsc, Py_ssize_t csc, bint accumulate,
-                      int threads, int mr, int nr) noexcept nogil:
+                      const floating *packed_b, int threads, int mr, int nr) noexcept nogil:
     if threads == 1:
-        return gemm_serial(m, n, k, a, rsa, csa, b, rsb, csb, c, rsc, csc, accumulate)
+        return gemm_serial(m, n, k, a, rsa, csa, b, rsb, csb, c, rsc, csc, accumulate,
+                           packed_b)
     cdef bint by_columns = n >= m
     cdef Py_ssize_t total = n if by_columns else m
     cdef Py_ssize_t slab = round_up((total + threads - 1) // threads, nr if by_columns else mr)
@@ -263,10 +280,11 @@ cdef int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
             continue
         if by_columns:
             failures += -gemm_serial(m, size, k, a, rsa, csa, b + start * csb, rsb, csb,
-                                     c + start * csc, rsc, csc, accumulate)
+                                     c + start * csc, rsc, csc, accumulate,
+                                     NULL if packed_b == NULL else packed_b + start * k)
         else:
             failures += -gemm_serial(size, n, k, a + start * rsa, rsa, csa, b, rsb, csb,
-                                     c + start * rsc, rsc, csc, accumulate)
+                                     c + start * rsc, rsc, csc, accumulate, packed_b)
     return -1 if failures else 0
 
 
@@ -285,9 +303,23 @@ cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     # padded tile area, as computed and as transposed
     if round_up(n, mr) * round_up(m, nr) < round_up(m, mr) * round_up(n, nr) * 3 // 4:
         return gemm_threads(n, m, k, b, csb, rsb, a, csa, rsa, c, 1, ldc, accumulate,
-                            threads, mr, nr)
+                            NULL, threads, mr, nr)
     return gemm_threads(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, 1, accumulate,
-                        threads, mr, nr)
+                        NULL, threads, mr, nr)
+
+
+cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                       const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
+                       const floating *packed_b, floating *c, Py_ssize_t ldc,
+                       bint accumulate, int threads) noexcept nogil:
+    """gemm() with B already packed by the caller (layout: section 3)."""
+    cdef int mr, nr
+    if floating is float:
+        mr, nr = TT_MR_F32, TT_NR_F32
+    else:
+        mr, nr = TT_MR_F64, TT_NR_F64
+    return gemm_threads(m, n, k, a, rsa, csa, NULL, 0, 0, c, ldc, 1, accumulate, packed_b,
+                        threads_for(m, n, k, threads), mr, nr)
 
 
 # ---------------------------------------------------------------- 6. Python entry points
