@@ -6,6 +6,8 @@
   that cannot write our files; close() leaves no process behind, not even a
   grandchild that escaped into a session of its own.
 - rules: aliasing, tampering and writes outside the worker's folder are named.
+- the parent never runs submission code: `tinytorch compete` lists contestants
+  without importing them (an import-time attack would run as the parent).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import time
 import numpy as np
 import pytest
 
+from fixtures.plugins import add_distribution, python
 from tinytorch.arena import blasguard, rules, sandbox
 
 BLAS_SCRIPT = """
@@ -169,3 +172,18 @@ def test_writes_outside_the_workers_folder_are_refused_and_named(tmp_path):
     done = _python(script, dict(os.environ))
     assert done.stdout.strip() == "protected-write", done.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_compete_lists_contestants_without_running_their_code(tmp_path):
+    marker = tmp_path / "imported"
+    site = add_distribution(tmp_path / "site", "sneaky-plugin", {"sneaky": "sneaky.kernels:Backend"},
+                            {"sneaky/__init__.py": f"open({str(marker)!r}, 'w').write('ran')\n",
+                             "sneaky/kernels.py": "raise SystemExit('never imported here')\n"})
+    done = python("""
+        from tinytorch.arena.compete import contestants
+        (entry,) = [c for c in contestants(["sneaky"]) if c.name == "sneaky"]
+        print(entry.provenance["location"])
+    """, site)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("sneaky")      # located all the same
+    assert not marker.exists(), "compete ran a submission's code in the parent process"
