@@ -17,8 +17,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 EVENTS = """
 [rules]
-wall_time_s = 4.0
-memory_mb = 700
+wall_time_s = 6.0
+memory_mb = 400
 threads = 1
 min_batch_ms = 5.0
 quick_repeats = 2

@@ -45,7 +45,7 @@ def _svg(figure) -> str:
     import matplotlib.pyplot as plt
     buffer = io.StringIO()
     with plt.rc_context({"svg.fonttype": "none"}):    # text stays text: readable, searchable
-        figure.savefig(buffer, format="svg", bbox_inches="tight")
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg"):]

@@ -165,13 +165,25 @@ class Arena:
             self._reference.close()
             self._reference = None
 
-    def _batch_size(self, worker, case, bytes_per_set):
-        """Repeats per batch so a batch lasts at least min_batch_ms (after one warm-up)."""
-        rng = _rng()
-        for _ in range(2):   # the first run warms up caches and lazy imports
-            elapsed, _ = self._run(worker, case, [case.problem.make_inputs(case.params, case.dtype, rng)])
-        wanted = math.ceil(self.rules.min_batch_ms / 1000 / max(elapsed, 1e-7))
-        return max(1, min(wanted, STAGING_BYTES // max(bytes_per_set, 1), 10000))
+    def _timed_batch(self, worker, case, calls, cap, verify):
+        """(seconds per call, calls per batch, failure or None) of one batch of fresh inputs.
+
+        A batch that ends sooner than min_batch_ms is not a sample: it is run
+        again with more calls (up to `cap`), so the round trip stays noise.
+        """
+        target = self.rules.min_batch_ms / 1000
+        while True:
+            rng = _rng()
+            input_sets = case.problem.make_batch(case.params, case.dtype, rng, calls)
+            elapsed, outputs = self._run(worker, case, input_sets)
+            if verify:
+                for inputs, outs in zip(input_sets, outputs):
+                    failed = self._verdict(case, inputs, outs, False, "on timed inputs")
+                    if failed:
+                        return None, calls, failed
+            if elapsed >= target or calls >= cap:
+                return elapsed / calls, calls, None
+            calls = min(cap, math.ceil(calls * 1.25 * target / max(elapsed, 1e-7)))
 
     def measure(self, contestant: Contestant, checked: list[dict]) -> list[dict]:
         """Time every case that passed phase 1; measure memory events in fresh workers."""
@@ -202,38 +214,40 @@ class Arena:
         problem = case.problem
         set_bytes = (sum(a.nbytes for a in problem.make_inputs(case.params, case.dtype, _rng()))
                      + problem.output_bytes(case.params, case.dtype))
+        cap = max(1, min(STAGING_BYTES // max(set_bytes, 1), 10000))
         own = contestant.name == REFERENCE
         reference = None if own else self.reference_worker()
-        reps = self._batch_size(worker, case, set_bytes)
-        ref_reps = None if own else self._batch_size(reference, case, set_bytes)
+        # Warm-up (caches, lazy imports) and calibration of the calls per batch.
+        self._run(worker, case, [problem.make_inputs(case.params, case.dtype, _rng())])
+        _, calls, failed = self._timed_batch(worker, case, 1, cap, verify=True)
+        if failed:
+            return failed
+        if not own:
+            _, ref_calls, _ = self._timed_batch(reference, case, 1, cap, verify=False)
         times, ref_times = [], []
         repeats = case.event.repeats or (self.rules.quick_repeats if self.quick else self.rules.repeats)
-        for _ in range(repeats):
-            rng = _rng()
-            input_sets = [problem.make_inputs(case.params, case.dtype, rng) for _ in range(reps)]
-            elapsed, outputs = self._run(worker, case, input_sets)
-            for inputs, outs in zip(input_sets, outputs):
-                failed = self._verdict(case, inputs, outs, False, "on timed inputs")
-                if failed:
-                    return failed
-            times.append(elapsed / reps)
+        for _ in range(repeats):     # candidate and reference batches alternate
+            seconds, calls, failed = self._timed_batch(worker, case, calls, cap, verify=True)
+            if failed:
+                return failed
+            times.append(seconds)
             if not own:
-                ref_sets = [problem.make_inputs(case.params, case.dtype, rng) for _ in range(ref_reps)]
                 try:
-                    elapsed, _ = self._run(reference, case, ref_sets)
+                    seconds, ref_calls, _ = self._timed_batch(reference, case, ref_calls, cap,
+                                                              verify=False)
                 except WorkerFailure as failure:
                     raise RuntimeError(f"the reference backend {REFERENCE!r} failed: "
                                        f"{failure.reason}") from None
-                ref_times.append(elapsed / ref_reps)
+                ref_times.append(seconds)
         inputs = problem.make_inputs(case.params, case.dtype, _rng())   # secret re-draw
         _, (outputs,) = self._run(worker, case, [inputs])
         failed = self._verdict(case, inputs, outputs, True, "on inputs re-drawn after timing")
         if failed:
             return failed
-        timing = _summary(times, reps)
+        timing = _summary(times, calls)
         return {"time_ms": timing,
-                "reference_time_ms": timing if own else _summary(ref_times, ref_reps),
-                "gflops": problem.flops(case.params) / (timing["median"] / 1000) / 1e9}
+                "reference_time_ms": timing if own else _summary(ref_times, ref_calls),
+                **problem.rates(case.params, timing["median"] / 1000)}
 
     def _memory(self, contestant, case) -> dict:
         """Peak resident memory of one call above the fresh worker's baseline, in MB."""
