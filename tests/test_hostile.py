@@ -30,7 +30,7 @@ EVENTS = """
 [rules]
 allow_blas = false
 wall_time_s = 6.0
-memory_mb = 600
+memory_mb = 250
 threads = 1
 min_batch_ms = 5.0
 quick_repeats = 2
