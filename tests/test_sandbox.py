@@ -55,6 +55,25 @@ def test_blasguard_counts_blas_reached_from_c_and_changes_nothing():
     assert blasguard.reported_symbols(done.stderr), done.stderr   # told the parent too
 
 
+@pytest.mark.parametrize("call", ["np.einsum('ik,kj->ij', a, a, optimize=True)",
+                                  "np.tensordot(a, a, 1)", "a @ a[:, 0]", "a @ a.T",
+                                  "scipy_blas.sgemm(1.0, a, a)"])
+def test_blasguard_sees_every_route_to_blas(call):
+    if "scipy" in call:
+        pytest.importorskip("scipy.linalg")
+    done = _python(f"""
+        import numpy as np
+        from tinytorch.arena import blasguard
+        {"from scipy.linalg import blas as scipy_blas" if "scipy" in call else ""}
+        blasguard.arm()
+        a = np.ones((8, 8), np.float32)
+        {call}
+        print(blasguard.calls())
+    """, blasguard.worker_env(os.environ, allow_blas=False))
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 1, f"{call} reached BLAS unseen"
+
+
 def test_without_the_shim_nothing_is_counted():
     done = _python(BLAS_SCRIPT, blasguard.worker_env(os.environ, allow_blas=True))
     assert done.returncode == 0, done.stderr
