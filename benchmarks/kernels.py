@@ -40,20 +40,25 @@ RNG = np.random.default_rng(0)
 
 # ---------------------------------------------------------------- measuring
 
-def seconds_per_call(fn, repeats, min_sample):
-    """Median over `repeats` samples of the time per call, after a warm-up call."""
-    fn()
-    calls, start = 1, time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    calls = max(1, int(min_sample / once))
-    samples = []
-    for _ in range(repeats):
+def seconds_per_call(*fns, repeats, min_sample):
+    """Median time per call of each function, samples interleaved (a b a b ...) so that
+    load from other processes hits both sides of a ratio alike. A sample repeats a call
+    until it lasts at least min_sample seconds; each function is warmed up first."""
+    calls = []
+    for fn in fns:
+        fn()
         start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples)
+        fn()
+        calls.append(max(1, int(min_sample / max(time.perf_counter() - start, 1e-7))))
+    samples = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, count, out in zip(fns, calls, samples):
+            start = time.perf_counter()
+            for _ in range(count):
+                fn()
+            out.append((time.perf_counter() - start) / count)
+    medians = [statistics.median(s) for s in samples]
+    return medians if len(fns) > 1 else medians[0]
 
 
 def _status_kib(field):
@@ -111,9 +116,9 @@ def matmul_rows(table, opt, ref, threads, repeats, min_sample, quick):
     for dtype, m, k, n, target in shapes:
         a = RNG.standard_normal((m, k)).astype(dtype)
         b = RNG.standard_normal((k, n)).astype(dtype)
-        t_opt = seconds_per_call(lambda: opt.matmul(a, b), repeats, min_sample)
         with threadpool_limits(threads):
-            t_ref = seconds_per_call(lambda: ref.matmul(a, b), repeats, min_sample)
+            t_opt, t_ref = seconds_per_call(lambda: opt.matmul(a, b), lambda: ref.matmul(a, b),
+                                            repeats=repeats, min_sample=min_sample)
         mem, _ = peak_extra_mb(lambda: opt.matmul(a, b))
         table.add(f"matmul {dtype} {m}x{k}x{n} optimized", gflops(m, n, k, t_opt), "GFLOP/s",
                   t_ref / t_opt, target, f"numpy {gflops(m, n, k, t_ref):.1f} GFLOP/s, "
@@ -128,19 +133,25 @@ def scaling_row(table, repeats, min_sample, quick):
         return
     size = 512 if quick else 1024
     a = RNG.standard_normal((size, size)).astype(np.float32)
-    one, two = OptimizedBackend(threads=1), OptimizedBackend(threads=2)
-    t1 = seconds_per_call(lambda: one.matmul(a, a), repeats, min_sample)
-    t2 = seconds_per_call(lambda: two.matmul(a, a), repeats, min_sample)
+    one, two, ref = OptimizedBackend(threads=1), OptimizedBackend(threads=2), NumpyBackend()
+
+    def blas(threads):
+        with threadpool_limits(threads):
+            ref.matmul(a, a)
+    t1, t2, b1, b2 = seconds_per_call(lambda: one.matmul(a, a), lambda: two.matmul(a, a),
+                                      lambda: blas(1), lambda: blas(2),
+                                      repeats=repeats, min_sample=min_sample)
     table.add(f"matmul float32 {size}^3, 2 threads vs 1", gflops(size, size, size, t2),
               "GFLOP/s", t1 / t2, 1.7,
-              f"1 thread {gflops(size, size, size, t1):.1f} GFLOP/s", kind="scaling")
+              f"1 thread {gflops(size, size, size, t1):.1f} GFLOP/s; OpenBLAS 2 vs 1 in the "
+              f"same run: {b1 / b2:.2f}x", kind="scaling", openblas_ratio=b1 / b2)
 
 
 def naive_row(table, opt, repeats):
     a = RNG.standard_normal((64, 64)).astype(np.float32)
     naive = NaiveBackend()
-    t_naive = seconds_per_call(lambda: naive.matmul(a, a), max(1, repeats // 2), 0.0)
-    t_opt = seconds_per_call(lambda: opt.matmul(a, a), repeats, 0.02)
+    t_naive, t_opt = seconds_per_call(lambda: naive.matmul(a, a), lambda: opt.matmul(a, a),
+                                      repeats=repeats, min_sample=0.02)
     table.add("matmul float32 64^3 optimized vs naive", gflops(64, 64, 64, t_opt), "GFLOP/s",
               t_naive / t_opt, 1000, f"naive {gflops(64, 64, 64, t_naive):.4f} GFLOP/s",
               kind="naive")
@@ -152,9 +163,10 @@ def conv_rows(table, opt, ref, threads, repeats, min_sample, torch):
     w = RNG.standard_normal((f, c, 3, 3)).astype(np.float32)
     g = RNG.standard_normal((n, f, hw, hw)).astype(np.float32)
     flops = 2.0 * n * f * hw * hw * c * 9
-    t_opt = seconds_per_call(lambda: opt.conv2d(x, w, 1, 1), repeats, min_sample)
     with threadpool_limits(threads):
-        t_np = seconds_per_call(lambda: ref.conv2d(x, w, 1, 1), repeats, min_sample)
+        t_opt, t_np = seconds_per_call(lambda: opt.conv2d(x, w, 1, 1),
+                                       lambda: ref.conv2d(x, w, 1, 1),
+                                       repeats=repeats, min_sample=min_sample)
     label = "conv2d fwd 64x32x16x16, 32 3x3 pad 1"
     table.add(f"{label}: vs numpy", flops / t_opt / 1e9, "GFLOP/s", t_np / t_opt, 1.0,
               f"numpy backend {flops / t_np / 1e9:.1f} GFLOP/s", kind="conv")
@@ -162,7 +174,6 @@ def conv_rows(table, opt, ref, threads, repeats, min_sample, torch):
     def backward():
         opt.conv2d_grad_input(g, w, x.shape, 1, 1)
         opt.conv2d_grad_weight(x, g, w.shape, 1, 1)
-    t_bwd = seconds_per_call(backward, repeats, min_sample)
     if torch is None:
         table.add(f"{label}: vs torch", None, "", note="skipped (torch not installed)")
         table.add("conv2d backward (both grads): vs torch", None, "",
@@ -171,13 +182,15 @@ def conv_rows(table, opt, ref, threads, repeats, min_sample, torch):
     torch.set_num_threads(threads)
     tx, tw, tg = (torch.from_numpy(v) for v in (x, w, g))
     with torch.no_grad():
-        t_torch = seconds_per_call(lambda: torch.nn.functional.conv2d(tx, tw, padding=1),
-                                   repeats, min_sample)
+        t_opt, t_torch = seconds_per_call(
+            lambda: opt.conv2d(x, w, 1, 1), lambda: torch.nn.functional.conv2d(tx, tw, padding=1),
+            repeats=repeats, min_sample=min_sample)
 
         def torch_backward():
             torch.nn.grad.conv2d_input(tx.shape, tw, tg, padding=1)
             torch.nn.grad.conv2d_weight(tx, tw.shape, tg, padding=1)
-        t_torch_bwd = seconds_per_call(torch_backward, repeats, min_sample)
+        t_bwd, t_torch_bwd = seconds_per_call(backward, torch_backward,
+                                              repeats=repeats, min_sample=min_sample)
     table.add(f"{label}: vs torch", flops / t_opt / 1e9, "GFLOP/s", t_torch / t_opt, 1 / 1.5,
               f"torch {flops / t_torch / 1e9:.1f} GFLOP/s (target: within 1.5x)", kind="conv")
     table.add("conv2d backward (both grads): vs torch", 2 * flops / t_bwd / 1e9, "GFLOP/s",
@@ -221,13 +234,11 @@ def cnn_row(table, opt, threads, repeats, torch):
     model = models.build_resnet()
     model.eval()
     x = RNG.standard_normal((64, 3, 32, 32)).astype(np.float32)
-    with tinytorch.use_backend(opt), tinytorch.no_grad():
-        t_ours = seconds_per_call(lambda: model(tinytorch.Tensor(x)), repeats, 0.05)
     torch.set_num_threads(threads)
-    twin = torch_resnet(torch).eval()
-    with torch.no_grad():
-        tx = torch.from_numpy(x)
-        t_torch = seconds_per_call(lambda: twin(tx), repeats, 0.05)
+    twin, tx = torch_resnet(torch).eval(), torch.from_numpy(x)
+    with tinytorch.use_backend(opt), tinytorch.no_grad(), torch.no_grad():
+        t_ours, t_torch = seconds_per_call(lambda: model(tinytorch.Tensor(x)), lambda: twin(tx),
+                                           repeats=repeats, min_sample=0.05)
     table.add("reference CNN forward (build_resnet, batch 64)", t_ours * 1e3, "ms",
               t_torch / t_ours, None, f"torch {t_torch * 1e3:.1f} ms; the same layers, "
               "timing only (no target)", kind="model")
@@ -272,10 +283,10 @@ def overhead_rows(table):
     a = np.ones((1, 1), np.float32)
     trivial = Trivial()
     bare = Trivial.matmul.__tinytorch_unchecked__
-    t_bare = seconds_per_call(lambda: bare(trivial, a, a), 7, 0.05)
-    t_checked = seconds_per_call(lambda: trivial.matmul(a, a), 7, 0.05)
     with tinytorch.use_backend(trivial):
-        t_dispatch = seconds_per_call(lambda: tinytorch.matmul(a, a), 7, 0.05)
+        t_bare, t_checked, t_dispatch = seconds_per_call(
+            lambda: bare(trivial, a, a), lambda: trivial.matmul(a, a),
+            lambda: tinytorch.matmul(a, a), repeats=9, min_sample=0.02)
     us = (t_dispatch - t_bare) * 1e6
     table.add("overhead: tinytorch.matmul dispatch+validation", us, "us", 10 / max(us, 1e-3),
               1.0, f"validation alone {(t_checked - t_bare) * 1e6:.2f} us (target: < 10 us)",
@@ -294,7 +305,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.memory_probe:
         return memory_probe(args.threads)
-    repeats, min_sample = (3, 0.005) if args.quick else (7, 0.02)
+    repeats, min_sample = (3, 0.005) if args.quick else (11, 0.02)
 
     unset = os.environ.get("TINYTORCH_BENCH_UNSET")
     print(f"unset for this process: {unset}" if unset else
