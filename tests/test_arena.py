@@ -3,6 +3,7 @@
 Backends come from tests/fixtures/arena_backends.py, loaded by the workers as
 "module:Class" (the fixtures folder is put on PYTHONPATH, which workers inherit).
 """
+import os
 from pathlib import Path
 
 import pytest
@@ -56,14 +57,18 @@ BROKEN = {   # fixture class -> (status of its matmul cases, words of the reason
 }
 
 
+def _events_file(folder):
+    (folder / "events.toml").write_text(EVENTS)
+    return folder / "events.toml"
+
+
 @pytest.fixture(scope="module")
 def run_doc(tmp_path_factory):
     """One quick competition over the references, a good candidate and every broken one."""
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", str(FIXTURES))
     folder = tmp_path_factory.mktemp("arena")
-    (folder / "events.toml").write_text(EVENTS)
-    rules, events = load_events(folder / "events.toml")
+    rules, events = load_events(_events_file(folder))
     contestants = [Contestant(name, name, True) for name in ("optimized", "numpy", "naive")]
     contestants += [Contestant(name, f"arena_backends:{name}") for name in ["Good", *BROKEN]]
     doc = new_document(rules, events, quick=True)
@@ -135,3 +140,24 @@ def test_the_run_file_round_trips(run_doc):
     assert set(loaded["backends"]) == set(doc["backends"])
     assert score_run(loaded)["Good"]["score"] == pytest.approx(score_run(doc)["Good"]["score"])
     assert loaded["machine"]["cpu"] and loaded["machine"]["python"]
+
+
+def test_a_stale_build_is_named_with_the_command_that_rebuilds_it(tmp_path, monkeypatch, capsys):
+    """A .pyx edited after its extension was built: compete says so, naming `pip install -e`."""
+    project = tmp_path / "stale_project"
+    package = project / "stale_kernels"
+    package.mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'stale-kernels'\n")
+    (package / "__init__.py").write_text("from arena_backends import Good\n\n\nclass Backend(Good):\n    pass\n")
+    built = package / "_kernels.cpython-311-x86_64-linux-gnu.so"
+    built.write_bytes(b"")
+    (package / "_kernels.pyx").write_text("# edited after the build\n")
+    os.utime(built, (1, 1))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(project), str(FIXTURES)]))
+    rules, events = load_events(_events_file(tmp_path))
+    arena = Arena(rules, events[:1], quick=True)
+    worker = arena.start(Contestant("stale", "stale_kernels:Backend"))
+    worker.close()
+    err = capsys.readouterr().err
+    assert "backend 'stale' is a stale build" in err
+    assert f"pip install -e {project}" in err

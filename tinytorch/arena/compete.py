@@ -77,11 +77,7 @@ def contestants(selected: list[str] | None) -> list[Contestant]:
         else:
             raise SystemExit(f"tinytorch compete: unknown backend {name!r}; registered: "
                              f"{', '.join(sorted({r.name for r in records}))}")
-    for record in records:
-        if record.stale:
-            print(f"warning: backend {record.name!r} is a stale build (its .pyx is newer than "
-                  f"the compiled extension); rebuild with: {record.stale}", file=sys.stderr)
-    return out
+    return out    # a stale build is reported by the worker that loads it (competition.Arena.start)
 
 
 def _select_events(events, names):

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import secrets
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -81,6 +82,7 @@ class Arena:
                  advance=lambda: None):
         self.rules, self.events, self.quick, self.advance = rules, events, quick, advance
         self._reference: Worker | None = None
+        self._warned_stale: set[str] = set()
 
     # ---------------------------------------------------------------- workers
 
@@ -93,10 +95,15 @@ class Arena:
         exempt = self.rules.allow_blas or (contestant.reference and contestant.spec == "numpy")
         worker = spawn_worker(dataclasses.replace(self.limits(case), allow_blas=exempt))
         try:
-            worker.request({"op": "load", "spec": contestant.spec, "threads": self.rules.threads})
+            reply, _ = worker.request({"op": "load", "spec": contestant.spec,
+                                       "threads": self.rules.threads})
         except WorkerFailure as failure:
             worker.close()
             raise WorkerFailure(failure.status, f"could not load backend: {failure.reason}") from None
+        if reply.get("stale") and contestant.name not in self._warned_stale:
+            self._warned_stale.add(contestant.name)
+            print(f"warning: backend {contestant.name!r} is a stale build (a .pyx is newer than "
+                  f"its compiled extension); rebuild with: {reply['stale']}", file=sys.stderr)
         return worker
 
     def _run(self, worker: Worker, case: Case, input_sets, timed=False):

@@ -21,11 +21,13 @@ finaliser of a backend runs.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 import traceback
 
 from . import blasguard, rules
+from ..backends.staleness import stale_rebuild_command
 from .problems import PROBLEMS
 from .wire import Channel, PeerClosed
 
@@ -89,7 +91,8 @@ class Session:
             self.backend = load(header["spec"], int(header["threads"]))
             self.police()
             return {"ok": True, "class": f"{type(self.backend).__module__}."
-                                         f"{type(self.backend).__qualname__}"}, []
+                                         f"{type(self.backend).__qualname__}",
+                    "stale": stale_rebuild_command(inspect.getmodule(type(self.backend)))}, []
         if op == "stage":
             problem = PROBLEMS[header["kind"]]
             per_set = problem.input_count
