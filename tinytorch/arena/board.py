@@ -108,16 +108,34 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html"]),
                              trim_blocks=True, lstrip_blocks=True)
+    def rate(value):
+        return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
     env.filters["number"] = number
+    env.filters["rate"] = rate
     return env
+
+
+def throughput_table(rows) -> tuple[list, list]:
+    """Model events' rates: columns (event, shape, unit) and per backend one value per column."""
+    columns = list(dict.fromkeys((c["event"], c["label"], c["throughput_unit"])
+                                 for r in rows for c in r.get("cases", []) if c.get("throughput")))
+    table = []
+    for row in rows:
+        rates = {(c["event"], c["label"], c.get("throughput_unit")): c["throughput"]
+                 for c in row.get("cases", []) if c.get("throughput")}
+        if rates:
+            table.append((row["name"], [rates.get(column) for column in columns]))
+    return columns, table
 
 
 def context(board) -> dict:
     rows = ranked_rows(board)
     events = board["events"]
+    throughput_columns, throughput_rows = throughput_table(rows)
     return {
         "rows": rows, "events": events, "runs": board["runs"], "rules": board["rules"],
         "notes": board.get("notes", []),
+        "throughput_columns": throughput_columns, "throughput_rows": throughput_rows,
         "failed": [r for r in rows if r["unranked_reason"]],
         "event_charts": [(e["name"], event_chart(e["name"], rows)) for e in events],
         "gflops_charts": [(w, gflops_chart(w, rows)) for w in
