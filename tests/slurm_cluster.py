@@ -120,10 +120,10 @@ class SlurmCluster:
                                f"{done.stdout}{done.stderr}\n{self.logs()}")
         return done
 
-    def sbatch(self, script: Path, *args, cwd: Path | None = None) -> str:
-        """Submit a batch script; returns the job id."""
+    def sbatch(self, script: Path, *args, cwd: Path | None = None, env=None) -> str:
+        """Submit a batch script (the job inherits `env`, default self.env); returns the job id."""
         done = subprocess.run(["sbatch", "--parsable", *map(str, args), str(script)],
-                              env=self.env, capture_output=True, text=True, timeout=30,
+                              env=env or self.env, capture_output=True, text=True, timeout=30,
                               cwd=cwd)
         if done.returncode != 0:
             raise RuntimeError(f"sbatch {script} failed: {done.stderr}\n{self.logs()}")
@@ -150,8 +150,8 @@ class SlurmCluster:
             states = {}
             for job in job_ids:
                 states.update(self.job_states(str(job)))
-            pending_array = any("[" in k for k in states)   # tasks not yet split out
-            if states and not pending_array and all(s in FINISHED for s, _ in states.values()):
+            # Pending array tasks share one record (e.g. 5_[2-3]) until they start: PENDING.
+            if states and all(s in FINISHED for s, _ in states.values()):
                 return states
             for proc in self._procs:
                 if proc.poll() is not None:

@@ -73,3 +73,61 @@ def test_the_split_is_reasonably_even():
 
 def test_no_shard_means_the_whole_field():
     assert candidates(FIELD, None) == sorted(FIELD)
+
+
+# ---------------------------------------------------------------- sharded runs end to end
+
+TINY_EVENTS = """
+[rules]
+quick_repeats = 1
+min_batch_ms = 5.0
+
+[[events]]
+name = "matmul"
+kind = "matmul"
+dtypes = ["float32"]
+shapes = [{ m = 16, k = 16, n = 16 }]
+"""
+
+
+def _compete(tmp_path, *args):
+    import sys
+    from conftest import run
+    events = tmp_path / "events.toml"
+    events.write_text(TINY_EVENTS)
+    return run([sys.executable, "-m", "tinytorch", "compete", "--quick", "--config", events,
+                "--results-dir", tmp_path / "results", "--board-dir", tmp_path / "board", *args],
+               cwd=tmp_path)
+
+
+def test_an_empty_shard_still_writes_its_reference_rows(tmp_path):
+    from tinytorch.arena import results
+    assert shard_index("alice", 3) == 3
+    done = _compete(tmp_path, "--shard", "2/3", "--run-id", "r1", "--backends", "alice")
+    doc = results.load(tmp_path / "results" / "r1.shard-2-of-3.json")
+    assert doc["shard"] == "2/3" and doc["run_id"] == "r1" and doc["complete"]
+    assert sorted(doc["backends"]) == ["naive", "numpy", "optimized"]
+    assert all(row["reference"] and row["complete"] for row in doc["backends"].values())
+    assert all(row["seconds"]["check"] > 0 for row in doc["backends"].values())
+    assert doc["field"] == ["alice"] and doc["machine"]["cpu"]
+    assert not (tmp_path / "board").exists()          # shards never write the board
+    assert "tinytorch leaderboard" in done.stdout and "r1.shard-*.json" in done.stdout
+
+
+def test_shard_runs_only_its_slice(tmp_path):
+    from tinytorch.arena import results
+    _compete(tmp_path, "--shard", "3/3", "--run-id", "r2", "--backends", "alice")
+    doc = results.load(tmp_path / "results" / "r2.shard-3-of-3.json")
+    assert sorted(doc["backends"]) == ["alice", "naive", "numpy", "optimized"]
+    assert not doc["backends"]["alice"]["reference"]
+
+
+def test_bad_shard_spec_on_the_command_line_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+    for spec, words in (("3/2", "between 1 and 2"), ("0/0", "at least 1"), ("x/4", "K/N")):
+        done = subprocess.run([sys.executable, "-m", "tinytorch", "compete", "--shard", spec],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 2
+        assert f"argument --shard: '{spec}'" in done.stderr and words in done.stderr
+        assert "Traceback" not in done.stderr

@@ -1,72 +1,31 @@
-"""The competition on a real (single-node) Slurm: job arrays, dependent jobs, one merged board.
+"""The competition on Slurm: the emitted job-array script, the CI workflow, and a real cluster.
 
-Starts munged, slurmctld and slurmd as root (tests/slurm_cluster.py) once for this
-module and stops them afterwards. Where Slurm cannot start the tests skip with
-the reason locally; with CI=true they fail, since .ci/run installs slurm-wlm and munge.
+The slow tests start munged, slurmctld and slurmd as root (tests/slurm_cluster.py)
+once for this module and stop them afterwards. Where Slurm cannot start they skip
+with the reason locally; with CI=true they fail, since .ci/run installs slurm-wlm
+and munge.
 """
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 
-from conftest import skip_or_fail
+from conftest import REPO, run, skip_or_fail
 from slurm_cluster import SlurmUnavailable, slurm_cluster
+from tinytorch.arena import merging
+from tinytorch.arena.sharding import shard_index
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    try:
-        with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
-            yield cluster
-    except SlurmUnavailable as exc:
-        skip_or_fail(f"cannot start a single-node Slurm: {exc}")
-
-
-def test_cluster_runs_a_job_array_and_a_dependent_job(slurm, tmp_path):
-    tmp_path.chmod(0o755)
-    array = tmp_path / "array.sh"
-    array.write_text("#!/bin/bash\n#SBATCH --array=1-3\n"
-                     f"#SBATCH --output={tmp_path}/task_%a.out\n"
-                     'echo "task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT"\n')
-    after = tmp_path / "after.sh"
-    after.write_text(f"#!/bin/bash\n#SBATCH --output={tmp_path}/after.out\n"
-                     f"cat {tmp_path}/task_*.out\n")
-    array_id = slurm.sbatch(array)
-    after_id = slurm.sbatch(after, f"--dependency=afterany:{array_id}")
-    states = slurm.wait([array_id, after_id], timeout=120)
-    assert sorted(states) == sorted([f"{array_id}_1", f"{array_id}_2", f"{array_id}_3",
-                                     after_id])
-    assert all(state == ("COMPLETED", "0:0") for state in states.values()), states
-    # The dependent job ran after every task and saw all their output.
-    assert (tmp_path / "after.out").read_text().split("\n")[:3] == [
-        "task 1 of 3", "task 2 of 3", "task 3 of 3"]
-
-
-# ---------------------------------------------------------------- the competition on Slurm
-
-EVENTS_TOML = """
-[rules]
-wall_time_s = 60.0
-repeats = 3
-quick_repeats = 3
-
-[[events]]
-name = "matmul"
-kind = "matmul"
-dtypes = ["float32"]
-shapes = [{ m = 64, k = 64, n = 64 }]
-quick_shapes = [{ m = 48, k = 40, n = 56 }]
-
-[[events]]
-name = "conv2d"
-kind = "conv2d"
-dtypes = ["float32"]
-shapes = [{ n = 1, c = 4, h = 10, w = 10, f = 4, k = 3, stride = 1, padding = 1 }]
-quick_shapes = [{ n = 1, c = 4, h = 10, w = 10, f = 4, k = 3, stride = 1, padding = 1 }]
-"""
-
-# Two more plugins, so that every shard of three has a submission (the split depends
-# only on the names): grace lands in shard 1, erin in 2, alice and bob in 3. erin
-# computes every product SLOW_REPEATS times: a rank far from the others on any machine.
+REFERENCES = ("naive", "numpy", "optimized")
+# The field of the cluster tests. Two test-only plugins join alice and bob so that
+# every shard of three has a submission (the split depends only on the names):
+# grace lands in shard 1, erin in 2, alice and bob in 3.
+FIELD = {"grace": 1, "erin": 2, "alice": 3, "bob": 3}
 FIELD_MODULE = '''
 """Test-only plugins: optimized under another name, and a deliberately slow copy."""
 from tinytorch.backends.optimized import OptimizedBackend
@@ -79,23 +38,150 @@ class SameAsOptimized(OptimizedBackend):
 
 
 class Slow(OptimizedBackend):
+    """Every product computed SLOW_REPEATS times: far below the others on any machine."""
+
     def matmul(self, a, b):
         for _ in range(SLOW_REPEATS - 1):
             super().matmul(a, b)
         return super().matmul(a, b)
 '''
-FIELD = {"grace": 1, "erin": 2, "alice": 3, "bob": 3}
-REFERENCES = ("naive", "numpy", "optimized")
+# Shapes big enough that BLAS runs near its rate (the impossible-time rule compares with
+# it) and erin's extra products show; naive runs only the first, small shape.
+EVENTS_TOML = """
+[rules]
+wall_time_s = 60.0
+quick_repeats = 3
+
+[[events]]
+name = "matmul"
+kind = "matmul"
+dtypes = ["float32"]
+naive_shapes = 1
+shapes = [{ m = 48, k = 40, n = 56 }, { m = 128, k = 128, n = 128 }]
+quick_shapes = [{ m = 48, k = 40, n = 56 }, { m = 128, k = 128, n = 128 }]
+
+[[events]]
+name = "conv2d"
+kind = "conv2d"
+dtypes = ["float32"]
+naive_shapes = 1
+shapes = [{ n = 1, c = 4, h = 10, w = 10, f = 4, k = 3, stride = 1, padding = 1 },
+          { n = 2, c = 16, h = 16, w = 16, f = 16, k = 3, stride = 1, padding = 1 }]
+quick_shapes = [{ n = 1, c = 4, h = 10, w = 10, f = 4, k = 3, stride = 1, padding = 1 },
+                { n = 2, c = 16, h = 16, w = 16, f = 16, k = 3, stride = 1, padding = 1 }]
+"""
+
+
+def tinytorch(*args, cwd, env=None, check=True):
+    cmd = [sys.executable, "-m", "tinytorch", *map(str, args)]
+    if check:
+        return run(cmd, cwd=cwd, env=env)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def emit(work: Path, *args, env=None) -> str:
+    """Write work/compete.slurm for work/events.toml; returns the script's text."""
+    tinytorch("compete", "--emit-slurm", "3", "--config", work / "events.toml",
+              "--results-dir", work / "results", "--board-dir", work / "board",
+              "--output", work / "compete.slurm", *args, cwd=work, env=env)
+    return (work / "compete.slurm").read_text()
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    tmp_path.chmod(0o755)      # array tasks and sandboxed workers read from here
+    (tmp_path / "events.toml").write_text(EVENTS_TOML)
+    return tmp_path
+
+
+# ---------------------------------------------------------------- the script, without a cluster
+
+def test_the_script_takes_its_resources_from_events_toml(work):
+    (work / "events.toml").write_text(EVENTS_TOML.replace(
+        "wall_time_s = 60.0", "wall_time_s = 30.0\nmemory_mb = 1000\nthreads = 2"))
+    text = emit(work, "--backends", "alice,bob", "--partition", "students")
+    assert "#SBATCH --array=1-3" in text
+    assert "#SBATCH --exclusive" in text
+    assert "#SBATCH --cpus-per-task=2" in text                 # a worker's threads
+    assert "#SBATCH --mem=2024M" in text                       # a worker's memory + the parent
+    # alice and bob share shard 3: 3 references + 2, each checked and timed within
+    # 2 events x 30 s, plus 10 minutes: 5 x 120 s + 600 s = 20 minutes.
+    assert "#SBATCH --time=00:20:00" in text
+    assert "#SBATCH --partition=students" in text
+    assert f"#SBATCH --output={work / 'results'}/slurm-%A_%a.out" in text
+    assert "--dependency=afterany:" in text and "--partition=students" in text.split(
+        "submit_board()")[1]
+    assert (work / "results").is_dir()          # Slurm opens the task outputs there
+    assert os.access(work / "compete.slurm", os.X_OK)
+    run(["bash", "-n", work / "compete.slurm"])
+
+
+def test_emit_says_how_to_submit_and_bad_counts_are_clear(work):
+    done = tinytorch("compete", "--emit-slurm", "3", "--config", work / "events.toml",
+                     "--results-dir", work / "results", "--output", work / "x.slurm", cwd=work)
+    assert f"bash {work / 'x.slurm'}" in done.stdout
+    bad = tinytorch("compete", "--emit-slurm", "0", "--config", work / "events.toml",
+                    "--output", work / "y.slurm", cwd=work, check=False)
+    assert bad.returncode == 2 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (work / "y.slurm").exists()
+
+
+def _workflow_commands():
+    """Every `tinytorch ...` command of the CI workflow, with sample matrix values."""
+    text = (REPO / "leaderboard" / "ci" / "competition.yml").read_text()
+    samples = {"${{ matrix.shard }}": "2", "${{ inputs.shards }}": "4",
+               "${{ inputs.quick && '--quick' || '' }}": "--quick", '"$RUN_ID"': "ci-7-1"}
+    commands, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        if line.startswith(("tinytorch ", "run: tinytorch ")):
+            command = line.split("run: ", 1)[-1]
+        elif line == "run: >" and lines[i].strip().startswith("tinytorch"):
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            block = []
+            while i < len(lines) and lines[i].strip() and \
+                    len(lines[i]) - len(lines[i].lstrip()) >= indent:
+                block.append(lines[i].strip())
+                i += 1
+            command = " ".join(block)
+        else:
+            continue
+        for key, value in samples.items():
+            command = command.replace(key, value)
+        commands.append(shlex.split(command)[1:])
+    return commands
+
+
+def test_the_ci_workflow_runs_commands_tinytorch_accepts():
+    from tinytorch.cli import build_parser
+    commands = _workflow_commands()
+    assert [c[0] for c in commands] == ["backends", "compete", "leaderboard"]
+    parser = build_parser()
+    for args in commands:
+        parsed = parser.parse_args(args)          # exits (fails the test) on a stale option
+        if args[0] == "compete":
+            assert str(parsed.shard) == "2/4" and parsed.run_id == "ci-7-1" and parsed.quick
+    text = (REPO / "leaderboard" / "ci" / "competition.yml").read_text()
+    assert "fail-fast: false" in text and "if: always()" in text
+    assert 'TINYTORCH_PORTABLE: "1"' in text
+
+
+# ---------------------------------------------------------------- a real single-node cluster
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    try:
+        with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+            yield cluster
+    except SlurmUnavailable as exc:
+        skip_or_fail(f"cannot start a single-node Slurm: {exc}")
 
 
 @pytest.fixture(scope="module")
-def field_plugins():
-    """A folder for PYTHONPATH registering grace and erin (readable by the sandbox's user)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
+def field_env(slurm):
+    """The cluster's environment plus a PYTHONPATH folder registering grace and erin."""
     root = Path(tempfile.mkdtemp(prefix="tinytorch-field-"))
-    root.chmod(0o755)
     (root / "class_field.py").write_text(FIELD_MODULE)
     info = root / "tinytorch_test_field-1.0.dist-info"
     info.mkdir()
@@ -104,86 +190,86 @@ def field_plugins():
     (info / "entry_points.txt").write_text("[tinytorch.backends]\n"
                                            "grace = class_field:SameAsOptimized\n"
                                            "erin = class_field:Slow\n")
-    for path in [info, *root.rglob("*")]:
+    for path in [root, *root.rglob("*")]:       # readable by the sandbox's unprivileged user
         path.chmod(0o755 if path.is_dir() else 0o644)
-    yield root
-    shutil.rmtree(root)
+    env = {**slurm.env, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
+    listing = tinytorch("backends", "--json", cwd=root, env=env).stdout
+    missing = [name for name in FIELD if f'"{name}"' not in listing]
+    try:
+        if missing:
+            skip_or_fail(f"backends {missing} are not installed "
+                         "(pip install -e submissions/alice -e submissions/bob)")
+        assert {name: shard_index(name, 3) for name in FIELD} == FIELD
+        yield env
+    finally:
+        shutil.rmtree(root)
 
 
-def _tinytorch(*args, env, cwd):
-    import sys
-    from conftest import run
-    return run([sys.executable, "-m", "tinytorch", *args], env=env, cwd=cwd)
-
-
-def _scores(paths):
-    from tinytorch.arena import merging
+def _board(paths):
     board = merging.merge(merging.load_all(paths))
     return board, {row["name"]: row for row in board["rows"]}
 
 
-def test_the_emitted_script_runs_three_shards_and_renders_one_board(slurm, field_plugins,
-                                                                   tmp_path):
-    import os
-    import re
+def _outputs(work):
+    return "\n".join(f"--- {p.name}\n{p.read_text()}"
+                     for p in sorted((work / "results").glob("slurm-*.out")))
 
-    from tinytorch.arena.sharding import shard_index
 
-    assert {name: shard_index(name, 3) for name in FIELD} == FIELD
-    work = tmp_path / "work"
-    work.mkdir(parents=True)
-    tmp_path.chmod(0o755)
-    events = work / "events.toml"
-    events.write_text(EVENTS_TOML)
-    env = {**slurm.env, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(field_plugins), os.environ.get("PYTHONPATH")) if p)}
+@pytest.mark.slow
+def test_cluster_runs_a_job_array_and_a_dependent_job(slurm, work):
+    array = work / "array.sh"
+    array.write_text("#!/bin/bash\n#SBATCH --array=1-3\n"
+                     f"#SBATCH --output={work}/task_%a.out\n"
+                     'echo "task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT"\n')
+    after = work / "after.sh"
+    after.write_text(f"#!/bin/bash\n#SBATCH --output={work}/after.out\ncat {work}/task_*.out\n")
+    array_id = slurm.sbatch(array)
+    after_id = slurm.sbatch(after, f"--dependency=afterany:{array_id}")
+    states = slurm.wait([array_id, after_id], timeout=120)
+    assert sorted(states) == sorted([f"{array_id}_1", f"{array_id}_2", f"{array_id}_3",
+                                     after_id])
+    assert all(state == ("COMPLETED", "0:0") for state in states.values()), states
+    # The dependent job ran after every task and saw all their output.
+    assert (work / "after.out").read_text().split("\n")[:3] == [
+        "task 1 of 3", "task 2 of 3", "task 3 of 3"]
 
-    listing = _tinytorch("backends", "--json", env=env, cwd=work).stdout
-    missing = [name for name in FIELD if f'"{name}"' not in listing]
-    if missing:
-        skip_or_fail(f"backends {missing} are not installed (pip install -e submissions/alice "
-                     "-e submissions/bob)")
 
-    script = work / "compete.slurm"
-    _tinytorch("compete", "--emit-slurm", "3", "--quick", "--config", events,
-               "--results-dir", work / "results", "--board-dir", work / "board",
-               "--output", script, env=env, cwd=work)
-    text = script.read_text()
-    assert "#SBATCH --array=1-3" in text and "#SBATCH --exclusive" in text
-
-    from conftest import run
-    submitted = run(["bash", script], env=env, cwd=work).stdout
+@pytest.mark.slow
+def test_three_shards_on_slurm_give_the_board_one_machine_gives(slurm, field_env, work):
+    emit(work, "--quick", env=field_env)
+    submitted = run(["bash", work / "compete.slurm"], env=field_env, cwd=work).stdout
     array_id, board_id = re.search(r"array job (\d+) .* board job (\d+)", submitted).groups()
     states = slurm.wait([array_id, board_id], timeout=240)
-    outputs = "\n".join(p.read_text() for p in sorted((work / "results").glob("slurm-*.out")))
-    assert all(state == "COMPLETED" for state, _ in states.values()), f"{states}\n{outputs}"
+    assert all(state == "COMPLETED" for state, _ in states.values()), \
+        f"{states}\n{_outputs(work)}"
 
     shard_files = sorted((work / "results").glob(f"slurm-{array_id}.shard-*-of-3.json"))
     assert [p.name for p in shard_files] == [
         f"slurm-{array_id}.shard-{k}-of-3.json" for k in (1, 2, 3)]
     board_text = (work / "board" / "README.md").read_text()     # rendered by the board job
     for name in (*REFERENCES, *FIELD):
-        assert f"| {name} |" in board_text, f"{name} missing from the board\n{board_text}"
+        assert board_text.count(f"| {name} |") == 2, board_text  # ranking + per-event tables
 
-    merged, rows = _scores(shard_files)
-    assert sorted(rows) == sorted([*REFERENCES, *FIELD])       # each backend exactly once
-    assert merged["missing_shards"] == []
+    board, rows = _board(shard_files)
+    assert sorted(rows) == sorted([*REFERENCES, *FIELD])       # every backend exactly once
+    assert board["missing_shards"] == []
     for name, row in rows.items():
         assert row["complete"], name
         assert row["unranked_reason"] is None, f"{name}: {row['unranked_reason']}"
         assert set(row["events"]) == {"matmul", "conv2d"}, name
-        assert row["shard"] is not None
     for name, shard in FIELD.items():
-        assert rows[name]["shard"] == f"{shard}/3"
-        assert rows[name]["ranked"]
+        assert rows[name]["shard"] == f"{shard}/3" and rows[name]["ranked"]
     assert not any(rows[name]["ranked"] for name in REFERENCES)
 
     # The same field on this machine in one run: ranks agree wherever scores differ 3x.
-    _tinytorch("compete", "--quick", "--config", events, "--run-id", "single",
-               "--results-dir", work / "single", "--board-dir", work / "single-board",
-               env=env, cwd=work)
-    _, single = _scores([work / "single" / "single.json"])
+    tinytorch("compete", "--quick", "--config", work / "events.toml", "--run-id", "single",
+              "--results-dir", work / "single", "--board-dir", work / "single-board",
+              cwd=work, env=field_env)
+    _, single = _board([work / "single" / "single.json"])
     assert sorted(single) == sorted(rows)
+    assert all(row["score"] for row in single.values()), {
+        name: row["unranked_reason"] for name, row in single.items()}
     compared = 0
     for a in single:
         for b in single:
@@ -193,4 +279,26 @@ def test_the_emitted_script_runs_three_shards_and_renders_one_board(slurm, field
                     f"one machine ranks {a} ({single[a]['score']:.3g}) above {b} "
                     f"({single[b]['score']:.3g}); the shards say {rows[a]['score']:.3g} "
                     f"and {rows[b]['score']:.3g}")
-    assert compared >= 5    # erin and naive sit far below the rest
+    assert compared >= 5, single    # erin and naive sit far below the rest
+
+
+@pytest.mark.slow
+def test_sbatch_alone_submits_the_board_and_a_dead_shard_is_listed_missing(slurm, field_env,
+                                                                          work):
+    emit(work, "--quick", env=field_env)
+    array_id = slurm.sbatch(work / "compete.slurm", cwd=work, env=field_env)
+    slurm.command("scancel", f"{array_id}_2")     # its node "died" before it started
+    states = slurm.wait([array_id], timeout=240)
+    # A task cancelled while pending leaves the array's record without a state of its own.
+    assert states.get(f"{array_id}_2", ("CANCELLED",))[0] == "CANCELLED", states
+    assert states[f"{array_id}_1"][0] == states[f"{array_id}_3"][0] == "COMPLETED", states
+    first = (work / "results" / f"slurm-{array_id}_1.out").read_text()
+    board_id = re.search(r"board job (\d+) renders", first).group(1)
+    assert slurm.wait([board_id], timeout=120)[board_id][0] == "COMPLETED", _outputs(work)
+
+    board_text = (work / "board" / "README.md").read_text()
+    assert f"shard 2/3 of run slurm-{array_id} is missing: erin not measured" in board_text
+    assert "| erin |" not in board_text
+    _, rows = _board(sorted((work / "results").glob(f"slurm-{array_id}.shard-*.json")))
+    assert sorted(rows) == sorted([*REFERENCES, "grace", "alice", "bob"])
+    assert all(row["complete"] and row["unranked_reason"] is None for row in rows.values())
