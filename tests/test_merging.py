@@ -114,6 +114,8 @@ def test_rows_from_a_machine_unlike_the_majority_are_flagged(tmp_path):
     assert "Other CPU 1, 64 cores" in erin["machine_note"]
     assert "Example CPU 9000, 2 cores" in erin["machine_note"]
     assert not any(r.get("machine_note") for r in board["rows"] if r["name"] in ("grace", "bob"))
+    note = next(n for n in board["notes"] if "different machine" in n)
+    assert note.startswith("erin: ") and "slurm-7.shard-2-of-3.json" in note
 
 
 def test_a_different_blas_counts_as_a_different_machine(tmp_path):

@@ -119,6 +119,16 @@ def merge(files: list[tuple[str, dict]]) -> dict:
             else:
                 kept[name] = (stamp, merged, doc, path)
 
+    odd = collections.defaultdict(list)
+    for _, row, doc, path in kept.values():
+        if row.get("machine_note"):
+            odd[(machine_key(doc["machine"]), _where(doc), _label(path))].append(row["name"])
+    for (key, where, label), names in sorted(odd.items()):
+        notes.append(f"{', '.join(sorted(names))}: measured on a different machine than most "
+                     f"files ({describe_machine(key)} in {where}, {label}; most files: "
+                     f"{describe_machine(majority)}); compare their ratios with care or re-run "
+                     f"them on the usual machines")
+
     for name, losers in sorted(replaced.items()):
         stamp, row, doc, path = kept[name]
         if row.get("reference") and all(lost[1].get("reference") for lost in losers):
