@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import tinytorch  # noqa: E402
-from tinytorch.backends import ComputeBackend, NaiveBackend, NumpyBackend, OptimizedBackend  # noqa: E402
+from tinytorch.backends import (ComputeBackend, NaiveBackend, NumpyBackend,  # noqa: E402
+                                OptimizedBackend)
 
 RNG = np.random.default_rng(0)
 
@@ -261,7 +262,8 @@ def torch_resnet(torch, width=16, stages=3, classes=10):
         def forward(self, x):
             return torch.relu(self.body(x) + self.skip(x))
 
-    layers, cin = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()], width
+    layers = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+    cin = width
     for s in range(stages):
         layers.append(Block(cin, width * 2 ** s, 2 if s else 1))
         cin = width * 2 ** s

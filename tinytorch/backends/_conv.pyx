@@ -2,16 +2,15 @@
 """conv2d and its two gradients on the packed GEMM, one image at a time.
 
   1. im2col / col2im -- a receptive field becomes a column, and back
-  2. forward         -- out[n] = W (F, C*KH*KW) @ cols[n]
+  2. forward         -- out[n] = W (F, C*KH*KW) @ cols[n], cols written pre-packed
   3. grad input      -- cols = W^T @ dY[n], scattered back by col2im
   4. grad weight     -- dW = sum over n of dY[n] @ cols[n]^T
 
 Memory: only one image's cols matrix (and a zero-padded copy of the image)
 per thread exists at a time, never the whole batch's, so the extra memory of
 a batch-64 convolution is about threads/64 of the full im2col matrix plus the
-GEMM's packing buffers. A 1x1 convolution
-with stride 1 and no padding needs no im2col at all: x[n] viewed as
-(C, H*W) already is the cols matrix.
+GEMM's packing buffers. A 1x1 convolution with stride 1 and no padding needs
+no im2col at all: x[n] viewed as (C, H*W) already is the cols matrix.
 
 Images run in parallel (one thread per image, each GEMM single-threaded);
 a batch smaller than the thread count gives every GEMM all the threads.
@@ -99,7 +98,8 @@ cdef void im2col(const floating *img, Geometry g, floating *cols, floating *buf)
 DEF MAX_NR = 64   # widest GEMM sliver any micro-kernel uses (AVX-512 float32: 32)
 
 
-cdef void im2col_packed(const floating *img, Geometry g, floating *bp, floating *buf) noexcept nogil:
+cdef void im2col_packed(const floating *img, Geometry g, floating *bp,
+                        floating *buf) noexcept nogil:
     """im2col written straight into the GEMM's packed-B layout (_gemm.pyx, section 3):
     bp[(s*K + p)*NR + j] = cols[p, s*NR + j], K = C*KH*KW, zero past the last column.
     Saves writing cols and then copying it into packed slivers: one pass, not two.
@@ -200,17 +200,30 @@ cdef inline int split(Py_ssize_t images, int threads, int *inner) noexcept nogil
     return 1
 
 
-cdef inline Py_ssize_t padded_size(Geometry g) noexcept nogil:
-    return g.c * g.hp * g.wp
+# Per-thread scratch: the zero-padded copy of the image, then one image's cols
+# matrix (its width rounded up to whole GEMM slivers, for the packed layout).
+# Both parts are whole multiples of TT_ALIGN elements, so every thread's cols
+# starts on a vector boundary, as the micro-kernel's aligned loads require.
+
+cdef inline Py_ssize_t aligned(Py_ssize_t count) noexcept nogil:
+    return (count + TT_ALIGN - 1) // TT_ALIGN * TT_ALIGN
+
+
+cdef inline Py_ssize_t pad_part(Geometry g) noexcept nogil:
+    return aligned(g.c * g.hp * g.wp)
 
 
 cdef inline Py_ssize_t scratch_size(Geometry g) noexcept nogil:
-    """Per-thread scratch: one image's cols matrix (its width rounded up to whole
-    GEMM slivers, for the packed layout), then the zero-padded copy of the image."""
     cdef Py_ssize_t nr = max(<Py_ssize_t>TT_NR_F32, <Py_ssize_t>TT_NR_F64)
-    cdef Py_ssize_t size = g.c * g.kh * g.kw * ((g.oh * g.ow + nr - 1) // nr * nr) \
-        + g.c * g.hp * g.wp
-    return (size + TT_ALIGN - 1) // TT_ALIGN * TT_ALIGN   # every thread's block aligned
+    return pad_part(g) + aligned(g.c * g.kh * g.kw * ((g.oh * g.ow + nr - 1) // nr * nr))
+
+
+cdef void *alloc_scratch(Geometry g, int threads, size_t itemsize, str op) except NULL:
+    cdef void *scratch = tt_aligned_alloc(threads * scratch_size(g) * itemsize)
+    if scratch == NULL:
+        raise MemoryError(f"optimized {op}: out of memory for {threads} im2col buffer(s) of "
+                          f"{scratch_size(g) * itemsize} bytes")
+    return scratch
 
 
 # ---------------------------------------------------------------- 2. forward
@@ -228,25 +241,24 @@ def conv2d(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef Py_ssize_t ckk = g.c * g.kh * g.kw, hw = g.h * g.w, ohw = g.oh * g.ow, n
     cdef int inner, outer = split(n_img, threads, &inner)
     cdef bint pointwise = is_pointwise(g)
-    cdef floating *cols = NULL
-    cdef floating *mine
+    cdef floating *scratch = NULL
+    cdef floating *mine          # this thread's part of scratch
     cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = <floating *>tt_aligned_alloc(outer * per_thread * sizeof(floating))
-        if cols == NULL:
-            raise MemoryError("optimized conv2d: out of memory for the im2col buffer")
+        scratch = <floating *>alloc_scratch(g, outer, sizeof(floating), "conv2d")
     with nogil:
         for n in prange(n_img, num_threads=outer, schedule="static"):
             if pointwise:
                 failures += -gemm(f, ohw, g.c, &w[0, 0, 0, 0], g.c, 1, &x[n, 0, 0, 0], hw, 1,
                                   &out[n, 0, 0, 0], ohw, False, inner)
             else:
-                mine = cols + threadid() * per_thread
-                im2col_packed(&x[n, 0, 0, 0], g, mine, mine + per_thread - padded_size(g))
-                failures += -gemm_packed_b(f, ohw, ckk, &w[0, 0, 0, 0], ckk, 1, mine,
-                                           &out[n, 0, 0, 0], ohw, False, inner)
-    free(cols)
+                mine = scratch + threadid() * per_thread
+                im2col_packed(&x[n, 0, 0, 0], g, mine + pad_part(g), mine)
+                failures += -gemm_packed_b(f, ohw, ckk, &w[0, 0, 0, 0], ckk, 1,
+                                           mine + pad_part(g), &out[n, 0, 0, 0], ohw, False,
+                                           inner)
+    free(scratch)
     if failures:
         raise MemoryError("optimized conv2d: out of memory for the GEMM's packing buffers")
     return out_arr
@@ -267,25 +279,23 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_out, const floating[:, :
     cdef Py_ssize_t ckk = g.c * g.kh * g.kw, hw = g.h * g.w, ohw = g.oh * g.ow, n
     cdef int inner, outer = split(n_img, threads, &inner)
     cdef bint pointwise = is_pointwise(g)
-    cdef floating *cols = NULL
-    cdef floating *mine
+    cdef floating *scratch = NULL
+    cdef floating *mine          # this thread's part of scratch
     cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = <floating *>tt_aligned_alloc(outer * per_thread * sizeof(floating))
-        if cols == NULL:
-            raise MemoryError("optimized conv2d_grad_input: out of memory for the col buffer")
+        scratch = <floating *>alloc_scratch(g, outer, sizeof(floating), "conv2d_grad_input")
     with nogil:
         for n in prange(n_img, num_threads=outer, schedule="static"):
             if pointwise:     # W^T is a strided view of W: (row stride 1, column stride C)
                 failures += -gemm(g.c, hw, f, &w[0, 0, 0, 0], 1, g.c, &grad_out[n, 0, 0, 0],
                                   ohw, 1, &grad_x[n, 0, 0, 0], hw, False, inner)
             else:
-                mine = cols + threadid() * per_thread
+                mine = scratch + threadid() * per_thread
                 failures += -gemm(ckk, ohw, f, &w[0, 0, 0, 0], 1, ckk, &grad_out[n, 0, 0, 0],
-                                  ohw, 1, mine, ohw, False, inner)
-                col2im(mine, g, &grad_x[n, 0, 0, 0], mine + per_thread - padded_size(g))
-    free(cols)
+                                  ohw, 1, mine + pad_part(g), ohw, False, inner)
+                col2im(mine + pad_part(g), g, &grad_x[n, 0, 0, 0], mine)
+    free(scratch)
     if failures:
         raise MemoryError("optimized conv2d_grad_input: out of memory for packing buffers")
     return grad_arr
@@ -310,14 +320,12 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     partial_arr = np.zeros((outer, f, ckk), dtype=np.asarray(x).dtype)
     cdef floating[:, :, ::1] partial = partial_arr
     cdef bint pointwise = is_pointwise(g)
-    cdef floating *cols = NULL
-    cdef floating *mine
+    cdef floating *scratch = NULL
+    cdef floating *mine          # this thread's part of scratch
     cdef Py_ssize_t per_thread = scratch_size(g)
     cdef int failures = 0
     if not pointwise:
-        cols = <floating *>tt_aligned_alloc(outer * per_thread * sizeof(floating))
-        if cols == NULL:
-            raise MemoryError("optimized conv2d_grad_weight: out of memory for the im2col buffer")
+        scratch = <floating *>alloc_scratch(g, outer, sizeof(floating), "conv2d_grad_weight")
     with nogil:
         for n in prange(n_img, num_threads=outer, schedule="static"):
             if pointwise:     # x[n]^T is a strided view of x[n]: (row stride 1, column stride H*W)
@@ -325,11 +333,12 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                                   &x[n, 0, 0, 0], 1, hw,
                                   &partial[threadid(), 0, 0], ckk, True, inner)
             else:
-                mine = cols + threadid() * per_thread
-                im2col(&x[n, 0, 0, 0], g, mine, mine + per_thread - padded_size(g))
-                failures += -gemm(f, ckk, ohw, &grad_out[n, 0, 0, 0], ohw, 1, mine, 1, ohw,
+                mine = scratch + threadid() * per_thread
+                im2col(&x[n, 0, 0, 0], g, mine + pad_part(g), mine)
+                failures += -gemm(f, ckk, ohw, &grad_out[n, 0, 0, 0], ohw, 1, mine + pad_part(g),
+                                  1, ohw,
                                   &partial[threadid(), 0, 0], ckk, True, inner)
-    free(cols)
+    free(scratch)
     if failures:
         raise MemoryError("optimized conv2d_grad_weight: out of memory for packing buffers")
     grad_w = partial_arr[0] if outer == 1 else partial_arr.sum(axis=0)
