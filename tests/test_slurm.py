@@ -126,6 +126,28 @@ def test_emit_says_how_to_submit_and_bad_counts_are_clear(work):
     assert not (work / "y.slurm").exists()
 
 
+def test_emit_estimates_the_time_from_the_seconds_an_earlier_run_recorded(work):
+    from tinytorch.arena import results
+
+    def row(name, seconds):
+        return {"name": name, "reference": name in REFERENCES, "complete": True, "cases": [],
+                "seconds": {"check": seconds / 4, "time": seconds * 3 / 4}}
+    seconds = {"naive": 30, "numpy": 10, "optimized": 20, "alice": 40, "bob": 50, "carol": 90}
+    results.write_atomic(work / "results" / "earlier.json", {
+        "schema_version": results.SCHEMA_VERSION, "run_id": "earlier", "quick": True,
+        "complete": True, "machine": {"date": "2026-11-01"}, "events": [],
+        "backends": {n: row(n, s) for n, s in seconds.items()}})
+    done = tinytorch("compete", "--emit-slurm", "3", "--quick", "--backends", "alice,bob",
+                     "--config", work / "events.toml", "--results-dir", work / "results",
+                     "--output", work / "x.slurm", cwd=work)
+    # alice and bob share shard 3: 60 s of references + 2 x the median submission (50 s).
+    assert ("references take 60 s in every shard and a submission a median 50 s (slowest 90 s), "
+            "so the largest shard (2 submissions) needs about 2.7 min") in done.stdout
+    full = tinytorch("compete", "--emit-slurm", "3", "--config", work / "events.toml",
+                     "--results-dir", work / "results", "--output", work / "x.slurm", cwd=work)
+    assert "expected time unknown" in full.stdout     # a --quick run says nothing of a full one
+
+
 def _workflow_commands():
     """Every `tinytorch ...` command of the CI workflow, with sample matrix values."""
     text = (REPO / "leaderboard" / "ci" / "competition.yml").read_text()

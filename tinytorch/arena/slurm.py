@@ -13,6 +13,7 @@ the board job; `sbatch FILE` works too (its first task submits the board job).
 from __future__ import annotations
 
 import datetime
+import glob
 import math
 import os
 import shlex
@@ -20,6 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import results
 from .events import Rules
 from .sharding import Shard, candidates
 
@@ -57,6 +59,46 @@ def resources(rules: Rules, events, backends_in_largest_shard: int) -> dict:
     return {"cpus": rules.threads,
             "mem_mb": rules.memory_mb + PARENT_MB,
             "time_s": shard_time_limit(rules, events, backends_in_largest_shard)}
+
+
+def backend_seconds(row) -> float | None:
+    """How long `compete` spent on one backend (checks and timing), as its row records it."""
+    seconds = row.get("seconds")
+    return sum(seconds.values()) if seconds else None
+
+
+def latest_timings(results_dir, quick: bool):
+    """(file, {backend: seconds}, reference names) of the newest finished run that recorded them
+    (with the same --quick setting)."""
+    found = []
+    for path in glob.glob(os.path.join(os.fspath(results_dir), "*.json")):
+        try:
+            doc = results.load(path)
+        except results.ResultsError:
+            continue
+        rows = {n: backend_seconds(r) for n, r in doc["backends"].items()}
+        rows = {n: s for n, s in rows.items() if s is not None}
+        if doc.get("complete") and rows and bool(doc.get("quick")) == quick:
+            refs = [n for n, r in doc["backends"].items() if r.get("reference")]
+            found.append((doc["machine"].get("date") or "", path, rows, refs))
+    return max(found)[1:] if found else None
+
+
+def estimate(timings, shard_sizes) -> str:
+    """The expected wall time of the array from an earlier run's per-backend seconds."""
+    path, rows, refs = timings
+    ref_s = sum(rows[n] for n in refs if n in rows)
+    others = sorted(s for n, s in rows.items() if n not in refs)
+    if not others:
+        return (f"{os.path.basename(path)} recorded only the references ({ref_s:.0f} s per "
+                f"shard); time one submission too to estimate the array")
+    median = others[len(others) // 2]
+    largest = max(shard_sizes)
+    expected = ref_s + largest * median
+    return (f"from {os.path.basename(path)}: the references take {ref_s:.0f} s in every shard "
+            f"and a submission a median {median:.0f} s (slowest {others[-1]:.0f} s), so the "
+            f"largest shard ({largest} submissions) needs about {expected / 60:.1f} min and the "
+            f"array ends when it does")
 
 
 def tinytorch_command() -> str:
@@ -170,6 +212,11 @@ def emit(args, rules, events, references, field) -> int:
         f.write(text)
     os.chmod(args.output, 0o755)
     print(f"wrote {args.output}: {len(field)} submissions in {shards} shards (largest "
-          f"{max(sizes)}, smallest {min(sizes)}) plus the references in every shard.\n"
-          f"Submit it on the login node with:  bash {args.output}   (or: sbatch {args.output})")
+          f"{max(sizes)}, smallest {min(sizes)}) plus the references in every shard.")
+    timings = latest_timings(args.results_dir, args.quick)
+    limit = slurm_time(shard_time_limit(rules, events, len(references) + max(sizes)))
+    print("expected time " + (estimate(timings, sizes) if timings else
+          f"unknown: no finished run in {args.results_dir} recorded per-backend times yet") +
+          f"; each task may take up to {limit} (--time).")
+    print(f"Submit it on the login node with:  bash {args.output}   (or: sbatch {args.output})")
     return 0
