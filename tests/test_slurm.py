@@ -305,8 +305,7 @@ def test_three_shards_on_slurm_give_the_board_one_machine_gives(slurm, field_env
 
 
 @pytest.mark.slow
-def test_sbatch_alone_submits_the_board_and_a_dead_shard_is_listed_missing(slurm, field_env,
-                                                                          work):
+def test_a_dead_shard_is_listed_missing_then_rerun_into_the_same_run(slurm, field_env, work):
     emit(work, "--quick", env=field_env)
     array_id = slurm.sbatch(work / "compete.slurm", cwd=work, env=field_env)
     slurm.command("scancel", f"{array_id}_2")     # its node "died" before it started
@@ -324,3 +323,15 @@ def test_sbatch_alone_submits_the_board_and_a_dead_shard_is_listed_missing(slurm
     _, rows = _board(sorted((work / "results").glob(f"slurm-{array_id}.shard-*.json")))
     assert sorted(rows) == sorted([*REFERENCES, "grace", "alice", "bob"])
     assert all(row["complete"] and row["unranked_reason"] is None for row in rows.values())
+
+    # Re-run the lost shard into the same run, as the script's header says; the new
+    # board job merges all three.
+    again = run(["bash", work / "compete.slurm", "--array=2"], cwd=work,
+                env={**field_env, "TINYTORCH_RUN_ID": f"slurm-{array_id}"}).stdout
+    rerun_id, board_id = re.search(r"array job (\d+) .* board job (\d+)", again).groups()
+    states = slurm.wait([rerun_id, board_id], timeout=180)
+    assert all(state == "COMPLETED" for state, _ in states.values()), \
+        f"{states}\n{_outputs(work)}"
+    board, rows = _board(sorted((work / "results").glob(f"slurm-{array_id}.shard-*.json")))
+    assert board["missing_shards"] == [] and rows["erin"]["shard"] == "2/3"
+    assert "| erin |" in (work / "board" / "README.md").read_text()
