@@ -179,8 +179,9 @@ def run(args) -> int:
     except results.ResultsError as exc:
         print(f"tinytorch compete: {exc}", file=sys.stderr)
         return 2
-    if args.shard:
+    if args.shard:   # written now, so a shard that dies at once still says what it owed
         doc["field"], doc["shard_backends"] = sorted(field), [c.name for c in everyone]
+        results.write_atomic(path, doc)
     todo = [c for c in everyone if not doc["backends"].get(c.name, {}).get("complete")]
     total = sum(2 * len(cases_for(events, c.name, args.quick)) for c in todo
                 if not c.provenance.get("load_error"))
