@@ -252,16 +252,25 @@ class SlurmCluster:
         raise SlurmUnavailable(f"the node never became idle (sinfo: {last!r})\n{self.logs()}")
 
     def _leftover_pids(self) -> list[int]:
-        """Processes started through this cluster: their environment names its slurm.conf."""
+        """This cluster's job steps (slurmstepd started by our slurmd) and their descendants."""
         marker = f"SLURM_CONF={self.conf}".encode() + b"\0"
-        pids = []
+        parents, steps = {}, []
         for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            if not proc.name.isdigit():
                 continue
-            with contextlib.suppress(OSError):
-                if marker in (proc / "environ").read_bytes() + b"\0":
-                    pids.append(int(proc.name))
-        return pids
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (proc / "stat").read_text()
+                parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                if (proc / "cmdline").read_bytes().startswith(b"slurmstepd") and \
+                        marker in (proc / "environ").read_bytes() + b"\0":
+                    steps.append(int(proc.name))
+        found, grew = set(steps), True
+        while grew:
+            children = {pid for pid, ppid in parents.items() if ppid in found} - found
+            found |= children
+            grew = bool(children)
+        found.discard(os.getpid())
+        return sorted(found)
 
 
 @contextlib.contextmanager
