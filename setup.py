@@ -43,11 +43,17 @@ else:
     print("WARNING: building tinytorch kernels without OpenMP (serial).", file=sys.stderr)
 
 
+# The GEMM micro-kernel (C with GCC vector extensions) that both kernels include:
+# a change to it must rebuild them.
+KERNEL_HEADERS = ["tinytorch/backends/_microkernel.h", "tinytorch/backends/_microkernel_body.h"]
+
+
 def kernel(name):
     """One extension per .pyx file, each beside the Python module that wraps it."""
     return Extension(
         name,
         [name.replace(".", "/") + ".pyx"],
+        depends=KERNEL_HEADERS,
         include_dirs=[numpy.get_include(), "tinytorch/backends"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
