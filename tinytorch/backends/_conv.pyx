@@ -27,12 +27,14 @@ from libc.string cimport memset
 
 from ._gemm cimport gemm, gemm_packed_b
 
-cdef extern from "_microkernel.h":
+cdef extern from "_microkernel.h" nogil:
     enum:
         TT_NR_F32
         TT_NR_F64
         TT_ALIGN
     void *tt_aligned_alloc(size_t nbytes)
+    void tt_copy_vectors_f32(float *dst, const float *src, long n)
+    void tt_copy_vectors_f64(double *dst, const double *src, long n)
 
 cdef extern from *:
     """
@@ -63,9 +65,10 @@ cdef struct Geometry:
 # every row of cols a run of plain copies, with no bounds test per pixel;
 # without padding the image itself is used.
 
-cdef const floating *padded(const floating *img, Geometry g, floating *buf) noexcept nogil:
-    """img, or a copy of it with a zero border in buf."""
-    if g.pad == 0:
+cdef const floating *padded(const floating *img, Geometry g, floating *buf,
+                            bint always_copy) noexcept nogil:
+    """img, or a copy of it with a zero border in buf (always a copy if asked)."""
+    if g.pad == 0 and not always_copy:
         return img
     cdef Py_ssize_t c, h, x
     memset(buf, 0, g.c * g.hp * g.wp * sizeof(floating))
@@ -77,7 +80,7 @@ cdef const floating *padded(const floating *img, Geometry g, floating *buf) noex
 
 
 cdef void im2col(const floating *img, Geometry g, floating *cols, floating *buf) noexcept nogil:
-    cdef const floating *xpad = padded(img, g, buf)
+    cdef const floating *xpad = padded(img, g, buf, False)
     cdef const floating *src
     cdef floating *dst = cols
     cdef Py_ssize_t c, i, j, oh, ow
@@ -106,8 +109,12 @@ cdef void im2col_packed(const floating *img, Geometry g, floating *bp,
 
     The NR columns of a sliver are output positions that fall into a few runs
     along output rows; where those runs start is the same for every row p of
-    the sliver, so it is worked out once per sliver (no division per pixel)."""
-    cdef const floating *xpad = padded(img, g, buf)
+    the sliver, so it is worked out once per sliver (no division per pixel).
+    With stride 1 each run is copied in whole vectors (tt_copy_vectors): the
+    source is always the padded copy in scratch, and both it and bp have a
+    vector's room at the end (scratch_size), so overshooting a run is safe --
+    later runs and the zero tail of each row overwrite what it spilled."""
+    cdef const floating *xpad = padded(img, g, buf, g.stride == 1)
     cdef Py_ssize_t nr = TT_NR_F32 if floating is float else TT_NR_F64
     cdef Py_ssize_t ohw = g.oh * g.ow
     cdef Py_ssize_t run_at[MAX_NR]
@@ -133,8 +140,12 @@ cdef void im2col_packed(const floating *img, Geometry g, floating *bp,
                     base = xpad + (c * g.hp + i) * g.wp + j
                     if g.stride == 1:
                         for r in range(runs):
-                            for q in range(run_len[r]):
-                                dst[run_at[r] + q] = base[run_src[r] + q]
+                            if floating is float:
+                                tt_copy_vectors_f32(dst + run_at[r], base + run_src[r],
+                                                    run_len[r])
+                            else:
+                                tt_copy_vectors_f64(dst + run_at[r], base + run_src[r],
+                                                    run_len[r])
                     else:
                         for r in range(runs):
                             for q in range(run_len[r]):
@@ -203,19 +214,22 @@ cdef inline int split(Py_ssize_t images, int threads, int *inner) noexcept nogil
 # Per-thread scratch: the zero-padded copy of the image, then one image's cols
 # matrix (its width rounded up to whole GEMM slivers, for the packed layout).
 # Both parts are whole multiples of TT_ALIGN elements, so every thread's cols
-# starts on a vector boundary, as the micro-kernel's aligned loads require.
+# starts on a vector boundary, as the micro-kernel's aligned loads require,
+# and each has at least TT_ALIGN elements (more than a vector) of room at its
+# end for im2col_packed's whole-vector copies.
 
 cdef inline Py_ssize_t aligned(Py_ssize_t count) noexcept nogil:
     return (count + TT_ALIGN - 1) // TT_ALIGN * TT_ALIGN
 
 
 cdef inline Py_ssize_t pad_part(Geometry g) noexcept nogil:
-    return aligned(g.c * g.hp * g.wp)
+    return aligned(g.c * g.hp * g.wp + TT_ALIGN)
 
 
 cdef inline Py_ssize_t scratch_size(Geometry g) noexcept nogil:
     cdef Py_ssize_t nr = max(<Py_ssize_t>TT_NR_F32, <Py_ssize_t>TT_NR_F64)
-    return pad_part(g) + aligned(g.c * g.kh * g.kw * ((g.oh * g.ow + nr - 1) // nr * nr))
+    return pad_part(g) + aligned(g.c * g.kh * g.kw * ((g.oh * g.ow + nr - 1) // nr * nr)
+                                 + TT_ALIGN)
 
 
 cdef void *alloc_scratch(Geometry g, int threads, size_t itemsize, str op) except NULL:

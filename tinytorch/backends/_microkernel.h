@@ -13,7 +13,7 @@
  *            16-byte vectors, 6 x 2; GCC lowers them to whatever the target has.
  * NR is two vectors wide: 32 floats / 16 doubles on AVX-512, 16 / 8 on AVX2.
  *
- * The kernel body (and a transposing pack, see there) is written once, for a
+ * The kernel body (and two copy helpers, see there) is written once, for a
  * type T, in _microkernel_body.h and included twice below (float, double):
  * C's version of a template.
  */
@@ -55,23 +55,27 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #define TT_NR TT_NR_F32
 #define TT_KERNEL tt_kernel_f32
 #define TT_PACK_T tt_pack_transposed_f32
+#define TT_COPY tt_copy_vectors_f32
 #include "_microkernel_body.h"
 #undef T
 #undef TT_INT
 #undef TT_NR
 #undef TT_KERNEL
 #undef TT_PACK_T
+#undef TT_COPY
 
 #define T double
 #define TT_INT long long
 #define TT_NR TT_NR_F64
 #define TT_KERNEL tt_kernel_f64
 #define TT_PACK_T tt_pack_transposed_f64
+#define TT_COPY tt_copy_vectors_f64
 #include "_microkernel_body.h"
 #undef T
 #undef TT_INT
 #undef TT_NR
 #undef TT_KERNEL
 #undef TT_PACK_T
+#undef TT_COPY
 
 #endif
