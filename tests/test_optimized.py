@@ -134,6 +134,8 @@ CONV_CASES = [  # (n, c, h, w, f, kh, kw, stride, padding)
     (3, 6, 5, 7, 7, 1, 1, 1, 0),      # 1x1 fast path (no im2col)
     (2, 6, 5, 7, 7, 1, 1, 2, 0),      # 1x1 with stride: back through im2col
     (1, 3, 8, 8, 4, 3, 3, 1, 1),      # batch smaller than the thread count
+    (2, 3, 7, 9, 5, 3, 3, 1, 0),      # stride 1 without padding (im2col copies the image)
+    (2, 2, 5, 45, 3, 3, 3, 1, 1),     # output rows wider than a GEMM sliver
 ]
 
 
