@@ -322,7 +322,8 @@ def test_a_dead_shard_is_listed_missing_then_rerun_into_the_same_run(slurm, fiel
     assert "| erin |" not in board_text
     _, rows = _board(sorted((work / "results").glob(f"slurm-{array_id}.shard-*.json")))
     assert sorted(rows) == sorted([*REFERENCES, "grace", "alice", "bob"])
-    assert all(row["complete"] and row["unranked_reason"] is None for row in rows.values())
+    assert all(row["complete"] and row["unranked_reason"] is None for row in rows.values()), {
+        name: row["unranked_reason"] for name, row in rows.items()}
 
     # Re-run the lost shard into the same run, as the script's header says; the new
     # board job merges all three.
