@@ -27,7 +27,7 @@ EVENTS = """
 wall_time_s = 10.0
 memory_mb = 800
 min_batch_ms = 5.0
-quick_repeats = 2
+repeats = 2
 
 [[events]]
 name = "matmul"
@@ -90,7 +90,7 @@ def test_interrupted_run_keeps_finished_rows_and_resume_completes_it(board):
         files = run_files(board)
         if files:
             doc = read(files[0])
-            if 1 <= len(complete_rows(doc)) < len(BACKENDS):
+            if len(complete_rows(doc)) == 1:       # three backends still to go
                 break
         time.sleep(0.02)
     else:
