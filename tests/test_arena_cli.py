@@ -37,6 +37,7 @@ def _compete(*args, cwd):
                           cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow    # ~1-2 minutes on 2 cores: every event and backend (CI runs it)
 def test_quick_competition_writes_a_ranked_board(tmp_path):
     """The README's main command, with --quick, over every registered backend."""
     done = _compete("--quick", "--jobs", "2", "--config", REPO / "leaderboard" / "events.toml",
