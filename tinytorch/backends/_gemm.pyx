@@ -93,6 +93,13 @@ cdef inline Py_ssize_t round_up(Py_ssize_t x, Py_ssize_t multiple) noexcept nogi
     return (x + multiple - 1) // multiple * multiple
 
 
+cdef inline Py_ssize_t k_block(Py_ssize_t rest) noexcept nogil:
+    """Depth of the next KC block: a remainder up to KC/4 joins the last block
+    (e.g. k = 288 is one block, not 256 + 32), since every block costs a pass
+    over C and a block of a few steps cannot pay for it."""
+    return rest if rest <= KC + KC // 4 else KC
+
+
 cdef int threads_for(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int threads) noexcept nogil:
     """The thread count worth using for an m x k @ k x n product."""
     if threads < 1 or m * n * k < PARALLEL_MIN_WORK:
@@ -169,7 +176,7 @@ cdef void pack_b(Py_ssize_t cols, Py_ssize_t kc, const floating *b,
 # ---------------------------------------------------------------- 4. the loop nest
 #
 #   for jc in 0..n step NC:                 B block columns      (L3)
-#     for pc in 0..k step KC:               inner dimension
+#     for pc in 0..k step KC:               inner dimension (k_block)
 #       pack B[pc:pc+kc, jc:jc+nc]          -> bp, NR-column slivers
 #       for ic in 0..m step MC:             A block rows         (L2)
 #         pack A[ic:ic+mc, pc:pc+kc]        -> ap, MR-row slivers
@@ -192,7 +199,7 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         mr, nr = TT_MR_F32, TT_NR_F32
     else:
         mr, nr = TT_MR_F64, TT_NR_F64
-    cdef Py_ssize_t kc_max = min(<Py_ssize_t>KC, k)
+    cdef Py_ssize_t kc_max = min(k, <Py_ssize_t>(KC + KC // 4))   # deepest k_block
     cdef floating *ap = <floating *>tt_aligned_alloc(
         min(<Py_ssize_t>MC, round_up(m, mr)) * kc_max * sizeof(floating))
     cdef floating *bp = NULL
@@ -209,8 +216,9 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     cdef bint add
     for jc in range(0, n, NC):
         nc = min(<Py_ssize_t>NC, n - jc)
-        for pc in range(0, k, KC):
-            kc = min(<Py_ssize_t>KC, k - pc)
+        pc = 0
+        while pc < k:
+            kc = k_block(k - pc)
             add = accumulate or pc > 0
             for s in range((nc + nr - 1) // nr):
                 if packed_b != NULL:
@@ -242,6 +250,7 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                           c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                           min(<Py_ssize_t>mr, mc - ir),
                                           min(<Py_ssize_t>nr, nc - jr), add)
+            pc += kc
     free(ap)
     free(bp)
     return 0
