@@ -45,6 +45,10 @@ _CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _uid_sequence = itertools.count()
 _open = set()                     # sandboxes not closed yet; closed at exit (e.g. after Ctrl-C)
+# Loaded once here: a child between fork and exec must not dlopen (another thread
+# of the parent may have held the loader's lock at fork time).
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl, _capset = _libc.prctl, _libc.capset      # symbols resolved now, not in the child
 
 #: Environment variables that size the thread pools a worker may start.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -71,8 +75,7 @@ def thread_env(threads: int) -> dict:
 
 def become_subreaper() -> None:
     """Make this process adopt every orphaned descendant (Linux >= 3.4)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
@@ -190,8 +193,7 @@ def _world_readable_python(env: dict) -> bool:
 def _become(uid: int, keep_reading: bool) -> None:
     """Switch this (forked, root) process to `uid` with no groups and no capabilities,
     except read-only CAP_DAC_READ_SEARCH when `keep_reading`, kept across exec."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if keep_reading and libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+    if keep_reading and _prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
     os.setgroups([])
     os.setresgid(uid, uid, uid)
@@ -201,9 +203,9 @@ def _become(uid: int, keep_reading: bool) -> None:
     header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
     bit = 1 << CAP_DAC_READ_SEARCH      # effective, permitted, inheritable; then the upper words
     data = (ctypes.c_uint32 * 6)(bit, bit, bit, 0, 0, 0)
-    if libc.capset(header, data) != 0:
+    if _capset(header, data) != 0:
         raise OSError(ctypes.get_errno(), "capset(CAP_DAC_READ_SEARCH)")
-    if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0) != 0:
+    if _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_CAP_AMBIENT_RAISE)")
 
 
