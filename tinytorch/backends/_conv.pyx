@@ -80,7 +80,7 @@ cdef const floating *padded(const floating *img, Geometry g, floating *buf,
 
 
 cdef void im2col(const floating *img, Geometry g, floating *cols, floating *buf) noexcept nogil:
-    cdef const floating *xpad = padded(img, g, buf, False)
+    cdef const floating *xpad = padded(img, g, buf, g.stride == 1)
     cdef const floating *src
     cdef floating *dst = cols
     cdef Py_ssize_t c, i, j, oh, ow
@@ -89,9 +89,11 @@ cdef void im2col(const floating *img, Geometry g, floating *cols, floating *buf)
             for j in range(g.kw):
                 for oh in range(g.oh):
                     src = xpad + (c * g.hp + oh * g.stride + i) * g.wp + j
-                    if g.stride == 1:
-                        for ow in range(g.ow):
-                            dst[ow] = src[ow]
+                    if g.stride == 1:      # whole vectors, as in im2col_packed below
+                        if floating is float:
+                            tt_copy_vectors_f32(dst, src, g.ow)
+                        else:
+                            tt_copy_vectors_f64(dst, src, g.ow)
                     else:
                         for ow in range(g.ow):
                             dst[ow] = src[ow * g.stride]

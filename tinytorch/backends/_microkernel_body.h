@@ -113,17 +113,18 @@ static inline void TT_PACK_T(long rows, long kc, const T *restrict src, long ld,
             dst[p * width + i] = 0;
 }
 
-/* dst[0:n] = src[0:n] for n <= NR, in whole vectors, for conv's im2col, whose
- * runs are short (part of an output row, at most one sliver wide): a loop of
+/* dst[0:n] = src[0:n] in whole vectors, for conv's im2col, whose runs are
+ * short (an output row, or the part of one inside a sliver): a loop of
  * unknown length pays a prologue and an epilogue (or a memmove call) every
- * time, NV fixed vector moves do not. It may read and write up to one vector
- * minus one element past n; the caller leaves that room. */
+ * time; NV fixed vector moves per step do not. It may read and write up to
+ * one vector minus one element past n; the caller leaves that room. */
 static inline void TT_COPY(T *restrict dst, const T *restrict src, long n)
 {
     typedef T vec_u __attribute__((vector_size(TT_VEC_BYTES), aligned(sizeof(T))));
     enum { VL = TT_VEC_BYTES / sizeof(T) };
+    for (long q = 0; q < n; q += TT_NR)
 #pragma GCC unroll 4
-    for (int v = 0; v < TT_NV; v++)
-        if (v * VL < n)
-            *(vec_u *)(dst + v * VL) = *(const vec_u *)(src + v * VL);
+        for (int v = 0; v < TT_NV; v++)
+            if (q + v * VL < n)
+                *(vec_u *)(dst + q + v * VL) = *(const vec_u *)(src + q + v * VL);
 }
