@@ -110,8 +110,8 @@ def _clean(value):
     return value
 
 
-def write_atomic(path, doc) -> None:
-    """Write `doc` as JSON to `path` through a temporary file and a rename."""
+def _publish(path, doc, place) -> None:
+    """Write `doc` as JSON to a temporary file, fsync it, then `place(temp, path)`."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temp = f"{path}.{os.getpid()}.tmp"
@@ -120,22 +120,24 @@ def write_atomic(path, doc) -> None:
             json.dump(_clean(doc), f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
+        place(temp, path)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
 
 
+def write_atomic(path, doc) -> None:
+    """Write `doc` as JSON to `path` through a temporary file and a rename."""
+    _publish(path, doc, os.replace)
+
+
 def create(path, doc) -> None:
-    """Write a new run file; refuse to overwrite an earlier run."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write a new run file, complete from its first moment; never overwrite an earlier run."""
     try:
-        with open(path, "x"):
-            pass
+        _publish(path, doc, os.link)      # a hard link fails if `path` exists: no race, no empty file
     except FileExistsError:
         raise ResultsError(f"{path} already exists; a run never overwrites an earlier run "
                            f"(use --resume to continue it)") from None
-    write_atomic(path, doc)
 
 
 def load(path) -> dict:
