@@ -37,28 +37,36 @@ class SameAsOptimized(OptimizedBackend):
     pass
 
 
+def _repeated(operation, *args):
+    for _ in range(SLOW_REPEATS - 1):
+        operation(*args)
+    return operation(*args)
+
+
 class Slow(OptimizedBackend):
-    """Every product computed SLOW_REPEATS times: far below the others on any machine."""
+    """Every result computed SLOW_REPEATS times: far below the others on any machine."""
 
     def matmul(self, a, b):
-        for _ in range(SLOW_REPEATS - 1):
-            super().matmul(a, b)
-        return super().matmul(a, b)
+        return _repeated(super().matmul, a, b)
+
+    def conv2d(self, x, w, stride, padding):
+        return _repeated(super().conv2d, x, w, stride, padding)
 '''
-# Shapes big enough that BLAS runs near its rate (the impossible-time rule compares with
-# it) and erin's extra products show; naive runs only the first, small shape.
+# A matmul big enough that BLAS runs near its rate (the impossible-time rule compares
+# every rate with it); naive runs only the first, small shape of each event.
 EVENTS_TOML = """
 [rules]
 wall_time_s = 60.0
 quick_repeats = 3
+min_batch_ms = 10.0
 
 [[events]]
 name = "matmul"
 kind = "matmul"
 dtypes = ["float32"]
 naive_shapes = 1
-shapes = [{ m = 48, k = 40, n = 56 }, { m = 128, k = 128, n = 128 }]
-quick_shapes = [{ m = 48, k = 40, n = 56 }, { m = 128, k = 128, n = 128 }]
+shapes = [{ m = 48, k = 40, n = 56 }, { m = 256, k = 256, n = 256 }]
+quick_shapes = [{ m = 48, k = 40, n = 56 }, { m = 256, k = 256, n = 256 }]
 
 [[events]]
 name = "conv2d"
