@@ -82,7 +82,7 @@ def max_threads():
 # MC from 96 to 384 measured the same within run-to-run noise (float32 and
 # float64, 512 and 1024 cubed), which is why they are plain constants.
 DEF KC = 256
-DEF MC = 192      # a multiple of MR (12 on AVX-512, 6 otherwise)
+DEF MC = 192      # a multiple of MR (8 on AVX-512, 6 otherwise)
 DEF NC = 4096     # a multiple of NR
 
 # Below this many multiply-adds a second thread costs more to wake than it saves.

@@ -6,8 +6,14 @@
  * MR x NR accumulator tile in registers and emits one FMA per vector.
  *
  * Register budget (the tile must fit, or the compiler spills to memory):
- *   AVX-512: 32 registers of 64 bytes -> 12 x 2 vectors = 24 accumulators,
- *            2 for the row of B, the rest for broadcasts of A.
+ *   AVX-512: 32 registers of 64 bytes -> 8 x 2 vectors = 16 accumulators,
+ *            2 for the row of B, the rest for broadcasts of A. 12 x 2 fits
+ *            too and is a few percent faster in L1, but MR = 8 divides the
+ *            usual channel counts (16, 32, 64): a 32-filter convolution
+ *            wastes nothing on padding rows (12 would compute 36), measured
+ *            ~15% faster on conv2d with plain matmul unchanged. 16
+ *            independent accumulators still cover the FMA latency (4 cycles
+ *            x 2 units = 8 needed).
  *   AVX/AVX2: 16 registers of 32 bytes -> 6 x 2 = 12 accumulators.
  *   anything else (portable fallback, e.g. TINYTORCH_PORTABLE=1 builds):
  *            16-byte vectors, 6 x 2; GCC lowers them to whatever the target has.
@@ -25,7 +31,7 @@
 
 #if defined(__AVX512F__)
 #define TT_VEC_BYTES 64
-#define TT_MR 12
+#define TT_MR 8
 #define TT_ISA "avx512"
 #elif defined(__AVX__)
 #define TT_VEC_BYTES 32
