@@ -117,7 +117,18 @@ def _start_document(args, rules, events):
 
 
 def run_competition(arena, doc, path, todo, jobs):
-    """Phase 1 for all (parallel), then phase 2 one backend at a time, saving after each."""
+    """Phase 1 for all (parallel), then phase 2 one backend at a time, saving after each.
+
+    The parent's own BLAS (references, checks) runs on one thread: it leaves the
+    cores to the worker being timed, and OpenBLAS's thread pool can deadlock
+    when several Python threads call into it at once (the --jobs checks).
+    """
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        _run_phases(arena, doc, path, todo, jobs)
+
+
+def _run_phases(arena, doc, path, todo, jobs):
     def check(contestant):
         started = time.perf_counter()
         rows = None if contestant.provenance.get("load_error") else arena.check(contestant)
