@@ -111,11 +111,11 @@ def tinytorch_command() -> str:
 
 def batch_script(*, shards: int, rules: Rules, events, references, shard_sizes,
                  events_file, results_dir, board_dir, workdir, partition=None,
-                 quick=False, tinytorch=None) -> str:
+                 quick=False) -> str:
     """The text of the job-array script (absolute paths: tasks start on other nodes)."""
     largest = len(references) + max(shard_sizes)
     need = resources(rules, events, largest)
-    tinytorch = tinytorch or tinytorch_command()
+    tinytorch = tinytorch_command()
     results_dir, board_dir = Path(results_dir).resolve(), Path(board_dir).resolve()
     q = shlex.quote
     part = [f"#SBATCH --partition={partition}"] if partition else []
