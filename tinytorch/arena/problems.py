@@ -10,6 +10,8 @@ all-zero or constant output fails any tolerance below 1.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..backends.base import conv_output_shape
@@ -266,6 +268,9 @@ class _Model(Problem):
 
     def __init__(self):
         self._models = {}           # (params, dtype) -> (model, initial state)
+        # The framework's current backend and no_grad are process-wide: the parent's
+        # --jobs threads take turns with a model (the worker has one thread anyway).
+        self._lock = threading.RLock()
 
     def build(self, p):
         raise NotImplementedError
@@ -284,13 +289,15 @@ class _Model(Problem):
         return {"throughput": self.items(p) / seconds, "throughput_unit": f"{self.unit}/s"}
 
     def model(self, p, dtype):
+        """(model, initial state) for these parameters, built once, weights from manual_seed(0)."""
         key = (tuple(sorted(p.items())), np.dtype(dtype).str)
-        if key not in self._models:
-            from ..rng import manual_seed
-            manual_seed(0)
-            model = _float_model(self.build(p), dtype)
-            self._models[key] = (model, model.state_dict())
-        return self._models[key]
+        with self._lock:
+            if key not in self._models:
+                from ..rng import manual_seed
+                manual_seed(0)
+                model = _float_model(self.build(p), dtype)
+                self._models[key] = (model, model.state_dict())
+            return self._models[key]
 
     def output_shapes(self, p):
         model, _ = self.model(p, np.float32)
@@ -299,7 +306,8 @@ class _Model(Problem):
     def reference(self, p, inputs):
         from ..backends.numpy_backend import NumpyBackend
         inputs = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs]
-        return [o.astype(np.float64) for o in self._run(NumpyBackend(), p, inputs, np.float64)]
+        with self._lock:
+            return [o.astype(np.float64) for o in self._run(NumpyBackend(), p, inputs, np.float64)]
 
     def call(self, backend, p, inputs):
         dtype = next((a.dtype for a in inputs if a.dtype.kind == "f"), np.dtype(np.float32))
@@ -356,7 +364,8 @@ class TransformerForward(_Model):
 
     def reference(self, p, inputs):
         from ..backends.numpy_backend import NumpyBackend
-        return self._run(NumpyBackend(), p, inputs, np.float64)
+        with self._lock:
+            return self._run(NumpyBackend(), p, inputs, np.float64)
 
     def _run(self, backend, p, inputs, dtype):
         from ..config import use_backend
