@@ -110,7 +110,10 @@ def _environment():
                              trim_blocks=True, lstrip_blocks=True)
     def rate(value):
         return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    def times(value):
+        return "-" if value is None else f"{value:.3g}x"
     env.filters["number"] = number
+    env.filters["times"] = times
     env.filters["rate"] = rate
     return env
 
