@@ -78,7 +78,7 @@ class Channel:
             data = data[sent:]
 
     def _read_exact(self, n, deadline):
-        buffer, view, got = bytearray(n), None, 0
+        buffer, got = bytearray(n), 0
         view = memoryview(buffer)
         while got < n:
             try:
