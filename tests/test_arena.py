@@ -161,3 +161,17 @@ def test_a_stale_build_is_named_with_the_command_that_rebuilds_it(tmp_path, monk
     err = capsys.readouterr().err
     assert "backend 'stale' is a stale build" in err
     assert f"pip install -e {project}" in err
+
+
+def test_a_time_faster_than_twice_the_best_blas_rate_is_impossible():
+    def row(gflops, reference=False):
+        case = {"event": "matmul", "kind": "matmul", "label": "512x512x512", "dtype": "float32",
+                "status": "ok", "gflops": gflops, "time_ms": {"median": 100 / gflops},
+                "reference_time_ms": {"median": 10.0}}
+        return {"reference": reference, "cases": [case]}
+    doc = {"backends": {"numpy": row(100.0, True), "optimized": row(10.0, True),
+                        "honest": row(150.0), "too_fast": row(250.0)}}
+    scores = score_run(doc)
+    assert scores["honest"]["ranked"] and scores["honest"]["score"] == pytest.approx(15.0)
+    assert not scores["too_fast"]["ranked"] and scores["too_fast"]["score"] is None
+    assert "impossible time: 250.0 GFLOP/s" in scores["too_fast"]["unranked_reason"]
