@@ -84,3 +84,41 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 def test_every_kind_has_a_problem_with_the_shape_keys_it_documents():
     for kind, problem in PROBLEMS.items():
         assert problem.kind == kind and problem.keys and problem.input_count >= 1
+
+
+def test_model_references_from_parallel_checks_do_not_disturb_each_other():
+    """`compete --jobs 2` checks in threads; no_grad and the backend are process-wide.
+
+    A ResNet reference (under no_grad) running beside an MLP train-step reference
+    (which needs a graph) must leave both correct, every time.
+    """
+    import threading
+
+    import numpy as np
+    mlp, resnet = PROBLEMS["mlp_train_step"], PROBLEMS["resnet_inference"]
+    mlp_p = {"batch": 8, "features": 64, "hidden": 32, "layers": 2, "classes": 10}
+    resnet_p = {"batch": 1, "size": 16, "width": 8, "stages": 2, "blocks": 1}
+    rng = np.random.default_rng(0)
+    mlp_inputs = mlp.make_inputs(mlp_p, np.float32, rng)
+    resnet_inputs = resnet.make_inputs(resnet_p, np.float32, rng)
+    expected = mlp.reference(mlp_p, mlp_inputs)
+    errors = []
+
+    def hammer(run):
+        try:
+            for _ in range(30):
+                run()
+        except Exception as exc:        # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def mlp_run():
+        got = mlp.reference(mlp_p, mlp_inputs)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+    threads = [threading.Thread(target=hammer, args=(mlp_run,)),
+               threading.Thread(target=hammer, args=(lambda: resnet.reference(resnet_p, resnet_inputs),))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

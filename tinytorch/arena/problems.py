@@ -266,11 +266,14 @@ class _Model(Problem):
     """
     unit = "samples"
 
+    # The framework's current backend and no_grad are process-wide: the parent's
+    # --jobs threads take turns with every model problem, not only with the same
+    # one (a ResNet reference's no_grad would switch off an MLP reference's graph).
+    # The worker has one thread anyway.
+    _lock = threading.RLock()
+
     def __init__(self):
         self._models = {}           # (params, dtype) -> (model, initial state)
-        # The framework's current backend and no_grad are process-wide: the parent's
-        # --jobs threads take turns with a model (the worker has one thread anyway).
-        self._lock = threading.RLock()
 
     def build(self, p):
         raise NotImplementedError
