@@ -4,17 +4,16 @@ numpy arrays in, a numpy array out (validated by the backend contract);
 Tensors in, a Tensor out that takes part in autograd.
 """
 from .config import get_backend
+from .tensor import Tensor
 
 
 def _is_tensor(value):
-    from .tensor import Tensor
     return isinstance(value, Tensor)
 
 
 def matmul(a, b):
     """(M, K) @ (K, N) -> (M, N) on the current backend."""
     if _is_tensor(a) or _is_tensor(b):
-        from .tensor import Tensor
         return Tensor.ensure(a).matmul(b)
     return get_backend().matmul(a, b)
 

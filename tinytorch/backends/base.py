@@ -44,13 +44,16 @@ def backend_name(backend) -> str:
 # ---------------------------------------------------------------- input checks
 
 def _as_float_arrays(op, *arrays):
-    """Both float32 or both float64, C-contiguous; anything else is a TypeError."""
-    arrays = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
-    dtypes = [a.dtype for a in arrays]
-    if dtypes[0] not in FLOAT_DTYPES or any(d != dtypes[0] for d in dtypes):
+    """Both float32 or both float64, C-contiguous; anything else is a TypeError.
+
+    On every kernel call, so it stays lean: no copies, no lists beyond the one returned.
+    """
+    arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
+    dtype = arrays[0].dtype
+    if dtype not in FLOAT_DTYPES or any(a.dtype != dtype for a in arrays[1:]):
         raise TypeError(
             f"{op}: inputs must be both float32 or both float64, got "
-            f"{', '.join(str(d) for d in dtypes)}; convert first, e.g. "
+            f"{', '.join(str(a.dtype) for a in arrays)}; convert first, e.g. "
             f"x.astype(np.float32)")
     return [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
 
@@ -158,23 +161,23 @@ _VALIDATORS = {
 
 def _check_output(backend, op, out, shape, dtype, inputs):
     """Accept the kernel's result or raise BackendError naming the backend."""
-    name = backend_name(backend)
     if not isinstance(out, np.ndarray):
-        raise BackendError(f"backend {name!r}: {op} returned {type(out).__name__}, "
-                           f"expected a numpy array of shape {shape}")
+        raise BackendError(f"backend {backend_name(backend)!r}: {op} returned "
+                           f"{type(out).__name__}, expected a numpy array of shape {shape}")
     if out.shape != shape:
-        raise BackendError(f"backend {name!r}: {op} returned shape {out.shape}, "
-                           f"expected {shape}")
-    if any(out is a or np.may_share_memory(out, a) for a in inputs):
-        raise BackendError(f"backend {name!r}: {op} returned an array that shares memory "
-                           f"with one of its inputs; return a new array")
+        raise BackendError(f"backend {backend_name(backend)!r}: {op} returned shape "
+                           f"{out.shape}, expected {shape}")
+    for a in inputs:
+        if out is a or np.may_share_memory(out, a):
+            raise BackendError(f"backend {backend_name(backend)!r}: {op} returned an array "
+                               f"that shares memory with one of its inputs; return a new array")
     if out.dtype != dtype:
         # The course's own naive code accumulates into np.zeros(...) (float64)
         # for float32 inputs: a wider float is cast back, anything else is wrong.
         if dtype == np.float32 and out.dtype == np.float64:
             return out.astype(np.float32)
-        raise BackendError(f"backend {name!r}: {op} returned dtype {out.dtype} for "
-                           f"{dtype} inputs")
+        raise BackendError(f"backend {backend_name(backend)!r}: {op} returned dtype "
+                           f"{out.dtype} for {dtype} inputs")
     return out
 
 
@@ -185,13 +188,12 @@ def _checked(op, raw):
     @functools.wraps(raw)
     def operation(self, *args, **kwargs):
         args, shape = validate(*args, **kwargs)
-        dtype = args[0].dtype
-        if 0 in shape or any(a.size == 0 for a in args if isinstance(a, np.ndarray)):
+        arrays = [a for a in args if type(a) is np.ndarray]
+        dtype = arrays[0].dtype
+        if 0 in shape or not all(a.size for a in arrays):
             # Empty sums are zero; no kernel needs to handle size 0.
             return np.zeros(shape, dtype=dtype)
-        out = raw(self, *args)
-        return _check_output(self, op, out, shape, dtype,
-                             [a for a in args if isinstance(a, np.ndarray)])
+        return _check_output(self, op, raw(self, *args), shape, dtype, arrays)
 
     operation.__tinytorch_unchecked__ = raw
     return operation
