@@ -177,3 +177,20 @@ def test_plugin_installed_with_pip_in_a_fresh_venv(tinytorch_venv, tmp_path):
     gone = tinytorch_venv.run("python", "-c", "import tinytorch; tinytorch.set_backend('bob')",
                               check=False)
     assert gone.returncode != 0 and "unknown backend 'bob'" in gone.stderr
+
+
+@pytest.mark.parametrize("edited", ["kernels.pyx", "kernels.pxd", "microkernel.h"])
+def test_an_edited_kernel_source_or_header_makes_the_build_stale(tmp_path, edited):
+    """Editable installs do not rebuild: a changed header is as stale as a changed .pyx."""
+    import os
+
+    from tinytorch.backends.staleness import stale_sources
+    for name in ("kernels.pyx", "kernels.pxd", "microkernel.h", "other.pyx"):
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (1000, 1000))
+    for name in ("kernels.cpython-311-x86_64-linux-gnu.so", "other.cpython-311-x86_64-linux-gnu.so"):
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (2000, 2000))
+    assert stale_sources(str(tmp_path)) == []
+    os.utime(tmp_path / edited, (3000, 3000))
+    assert stale_sources(str(tmp_path)) == [str(tmp_path / edited)]

@@ -1,4 +1,4 @@
-"""Detects a stale build: a `.pyx` edited after its extension was compiled.
+"""Detects a stale build: a `.pyx`, `.pxd` or `.h` edited after its extension was compiled.
 
 Editable installs (`pip install -e`) neither rebuild a changed `.pyx` nor
 refresh entry points; students hit this daily, so every tool that loads a
@@ -22,13 +22,30 @@ def _project_root(folder):
         folder = parent
 
 
+#: What a compiled extension is built from: its own `.pyx`, and the `.pxd`
+#: declarations and C headers it may include (shared by the package's extensions).
+SHARED_SOURCES = (".pxd", ".h")
+
+
 def stale_sources(package_dir: str) -> list[str]:
-    """`.pyx` files under `package_dir` newer than their compiled extension (or lacking one)."""
-    stale = []
-    for pyx in glob.glob(os.path.join(package_dir, "**", "*.pyx"), recursive=True):
-        stem = pyx[:-len(".pyx")]
-        built = [p for p in glob.glob(stem + ".*") if p.endswith((".so", ".pyd"))]
-        if built and os.path.getmtime(pyx) > max(os.path.getmtime(p) for p in built):
+    """Sources under `package_dir` edited after the extensions built from them.
+
+    A `.pyx` is compared with its own extension; a `.pxd` or `.h` with the
+    oldest extension in the package, since any of them may include it.
+    """
+    def files(*suffixes):
+        return [p for p in glob.glob(os.path.join(package_dir, "**", "*"), recursive=True)
+                if p.endswith(suffixes)]
+
+    built = files(".so", ".pyd")
+    if not built:
+        return []
+    oldest = min(os.path.getmtime(p) for p in built)
+    stale = [p for p in files(*SHARED_SOURCES) if os.path.getmtime(p) > oldest]
+    for pyx in files(".pyx"):
+        own = [p for p in built if os.path.basename(p).split(".")[0] ==
+               os.path.basename(pyx)[:-len(".pyx")] and os.path.dirname(p) == os.path.dirname(pyx)]
+        if own and os.path.getmtime(pyx) > max(os.path.getmtime(p) for p in own):
             stale.append(pyx)
     return sorted(stale)
 
