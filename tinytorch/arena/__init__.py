@@ -7,6 +7,9 @@ worker only loads one backend and runs what it is sent (see worker.py).
 Modules, in the order a run uses them: events (leaderboard/events.toml),
 problems (inputs, references, cheap checks per event kind), wire (the pipe
 protocol), worker / runner (the two ends of a worker), competition (the
-check and timing phases), scoring, results (the JSON run file), board
-(README.md, index.html), compete and leaderboard (the commands).
+check and timing phases), rules and sandbox and blasguard (what a backend may
+not do, and how the worker is confined), scoring, results (the JSON run file),
+board (README.md, index.html), compete and leaderboard_cmd (the commands).
+Class-sized runs: sharding (which backends a shard runs), merging (shards into
+one board) and slurm (the job-array script).
 """
