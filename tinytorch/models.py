@@ -9,15 +9,16 @@ from . import nn
 from .tensor import Tensor
 
 
-def build_mlp(in_features=3 * 32 * 32, hidden_sizes=(512, 256), num_classes=10, dropout=0.0):
-    """Flatten -> [Linear -> ReLU (-> Dropout)] per hidden size -> Linear.
+def build_mlp(in_features=3 * 32 * 32, hidden_sizes=(512, 256), num_classes=10, dropout=0.0,
+              activation=nn.ReLU):
+    """Flatten -> [Linear -> activation (-> Dropout)] per hidden size -> Linear.
 
     Input: (N, in_features) or anything that flattens to it, e.g. (N, 3, 32, 32).
-    Output: logits (N, num_classes).
+    Output: logits (N, num_classes). `activation` is a Module class (ReLU, GELU, Tanh...).
     """
     layers, width = [nn.Flatten()], in_features
     for hidden in hidden_sizes:
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        layers += [nn.Linear(width, hidden), activation()]
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = hidden
