@@ -234,3 +234,29 @@ def test_backend_missing_a_required_operation_cannot_be_instantiated():
 
     with pytest.raises(TypeError, match="conv2d"):
         OnlyMatmul()
+
+
+def test_an_operation_assigned_after_the_class_is_validated_too():
+    """A notebook habit: patch a method onto an existing backend class."""
+    class Patched(ComputeBackend):
+        def matmul(self, a, b):
+            return a @ b
+
+        def conv2d(self, x, w, stride=1, padding=0):
+            raise NotImplementedError
+
+    Patched.matmul = lambda self, a, b: "not an array"
+    with pytest.raises(ValueError, match=r"inner dimensions differ"):
+        Patched().matmul(np.ones((2, 3)), np.ones((4, 5)))
+    with pytest.raises(BackendError, match=r"backend 'Patched': matmul returned str"):
+        Patched().matmul(np.ones((2, 3)), np.ones((3, 5)))
+
+
+def test_a_virtual_subclass_is_refused_since_it_would_bypass_validation():
+    class Lookalike:
+        def matmul(self, a, b):
+            return "x"
+
+    with pytest.raises(TypeError, match=r"subclass ComputeBackend instead"):
+        ComputeBackend.register(Lookalike)
+    assert not isinstance(Lookalike(), ComputeBackend)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from abc import ABC, abstractmethod
+from abc import ABCMeta, abstractmethod
 
 import numpy as np
 
@@ -200,11 +200,10 @@ def _checked(op, raw):
 
 
 def _wrap_operations(cls):
+    """Wrap the operations a class body defines (the metaclass wraps them on assignment)."""
     for op in OPERATIONS:
-        fn = cls.__dict__.get(op)
-        if callable(fn) and not hasattr(fn, "__tinytorch_unchecked__") \
-                and not getattr(fn, "__isabstractmethod__", False):
-            setattr(cls, op, _checked(op, fn))
+        if op in cls.__dict__:
+            setattr(cls, op, cls.__dict__[op])
 
 
 def implemented_operations(cls) -> list[str]:
@@ -216,7 +215,27 @@ def implemented_operations(cls) -> list[str]:
 
 # ---------------------------------------------------------------- the contract
 
-class ComputeBackend(ABC):
+class _ContractMeta(ABCMeta):
+    """Keeps every operation validated, however it reaches the class.
+
+    An operation assigned after the class exists (`MyBackend.matmul = f`, a
+    notebook habit) is wrapped like one defined in the class body; a virtual
+    subclass (`ComputeBackend.register(C)`) is refused, since C's methods
+    would pass `isinstance` checks without ever being wrapped.
+    """
+
+    def __setattr__(cls, attr, value):
+        if attr in OPERATIONS and callable(value) and not hasattr(value, "__tinytorch_unchecked__") \
+                and not getattr(value, "__isabstractmethod__", False):
+            value = _checked(attr, value)
+        super().__setattr__(attr, value)
+
+    def register(cls, subclass):
+        raise TypeError(f"{cls.__name__}.register({getattr(subclass, '__name__', subclass)}) "
+                        f"would skip the contract's input checks; subclass {cls.__name__} instead")
+
+
+class ComputeBackend(metaclass=_ContractMeta):
     """Base class of every backend: implement `matmul` and `conv2d`, optionally more.
 
     Inputs reaching your methods are already validated: C-contiguous numpy
