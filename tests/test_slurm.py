@@ -122,6 +122,39 @@ def test_the_script_takes_its_resources_from_events_toml(work):
     assert (work / "results").is_dir()          # Slurm opens the task outputs there
     assert os.access(work / "compete.slurm", os.X_OK)
     run(["bash", "-n", work / "compete.slurm"])
+    # Each task runs the field the time limit was computed for, not every registered backend.
+    assert _task_options(text)["--backends"] == "alice,bob"
+
+
+def _task_options(text) -> dict:
+    """The options of the `compete` each array task runs, as {option: value or True}."""
+    task = text.split("exec $TINYTORCH compete", 1)[1].split("\n\n", 1)[0]
+    words = shlex.split(task.replace("\\\n", " "))
+    options = {}
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") \
+                else True
+            options[word] = value
+    return options
+
+
+def test_each_task_runs_the_backends_events_jobs_and_run_id_it_was_emitted_for(work):
+    text = emit(work, "--backends", "alice", "--events", "matmul", "--jobs", "2",
+                "--run-id", "week-7", "--quick")
+    options = _task_options(text)
+    assert options["--backends"] == "alice" and options["--events"] == "matmul"
+    assert options["--jobs"] == "2" and options["--quick"] is True
+    # One event: 3 references + alice, each checked and timed within 60 s: 4 x 120 s + 600 s.
+    assert "#SBATCH --time=00:18:00" in text
+    # The run id names the files whether submitted by bash or sbatch, and a re-run resumes it.
+    assert "run_id=${TINYTORCH_RUN_ID:-week-7}" in text
+    assert "slurm-$array" not in text and "slurm-$SLURM_ARRAY_JOB_ID" not in text
+    assert 'run=(--run-id "$run_id")' in text and 'run=(--resume "$run_id")' in text
+    run(["bash", "-n", work / "compete.slurm"])
+
+    plain = _task_options(emit(work))       # nothing chosen: every backend and event, one job
+    assert not {"--backends", "--events", "--jobs", "--quick"} & set(plain)
 
 
 def test_emit_says_how_to_submit_and_bad_counts_are_clear(work):

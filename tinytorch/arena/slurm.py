@@ -109,10 +109,24 @@ def tinytorch_command() -> str:
     return shutil.which("tinytorch") or f"{sys.executable} -m tinytorch"
 
 
+def task_options(*, backends=None, events=None, jobs=1, quick=False) -> str:
+    """The `compete` options each task repeats: it runs the field and events the script was sized
+    for (the time limit counts only those)."""
+    options = [*(["--backends", backends] if backends else []),
+               *(["--events", events] if events else []),
+               *(["--jobs", str(jobs)] if jobs != 1 else []),
+               *(["--quick"] if quick else [])]
+    return "".join(f" {shlex.quote(o)}" for o in options)
+
+
 def batch_script(*, shards: int, rules: Rules, events, references, shard_sizes,
                  events_file, results_dir, board_dir, workdir, partition=None,
-                 quick=False) -> str:
-    """The text of the job-array script (absolute paths: tasks start on other nodes)."""
+                 quick=False, backends=None, event_names=None, jobs=1, run_id=None) -> str:
+    """The text of the job-array script (absolute paths: tasks start on other nodes).
+
+    `backends` and `event_names` are compete's --backends and --events as given;
+    `run_id` (--run-id) replaces the default run id slurm-<array job id>.
+    """
     largest = len(references) + max(shard_sizes)
     need = resources(rules, events, largest)
     tinytorch = tinytorch_command()
@@ -120,7 +134,8 @@ def batch_script(*, shards: int, rules: Rules, events, references, shard_sizes,
     q = shlex.quote
     part = [f"#SBATCH --partition={partition}"] if partition else []
     part_opt = f" --partition={q(partition)}" if partition else ""
-    quick_opt = " --quick" if quick else ""
+    options = task_options(backends=backends, events=event_names, jobs=jobs, quick=quick)
+    default_run = run_id or "slurm-$array"
     b = BOARD_JOB
     return "\n".join([
         "#!/bin/bash",
@@ -168,12 +183,13 @@ def batch_script(*, shards: int, rules: Rules, events, references, shard_sizes,
         "}",
         "",
         "# The run id names the shards' files. Re-run a failed shard K into the same run with",
-        "#   TINYTORCH_RUN_ID=slurm-<first array id> bash THIS_FILE --array=K",
+        *(["#   bash THIS_FILE --array=K"] if run_id else
+          ["#   TINYTORCH_RUN_ID=slurm-<first array id> bash THIS_FILE --array=K"]),
         'if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then   # by hand, on the login node',
         '  mkdir -p "$RESULTS"',
         '  array=$(sbatch --parsable --export=ALL,TINYTORCH_BOARD_JOB=submitted "$@" "$0")',
         "  array=${array%%;*}",
-        '  run_id=${TINYTORCH_RUN_ID:-slurm-$array}',
+        f'  run_id=${{TINYTORCH_RUN_ID:-{default_run}}}',
         '  board=$(submit_board "$array" "$run_id")',
         '  echo "submitted array job $array (run $run_id, $SHARDS shards) and board job $board '
         '(after the array)"',
@@ -181,7 +197,7 @@ def batch_script(*, shards: int, rules: Rules, events, references, shard_sizes,
         "  exit 0",
         "fi",
         "",
-        'run_id=${TINYTORCH_RUN_ID:-slurm-$SLURM_ARRAY_JOB_ID}',
+        f'run_id=${{TINYTORCH_RUN_ID:-{run_id or "slurm-$SLURM_ARRAY_JOB_ID"}}}',
         "# Submitted with sbatch: the first task submits the board job, exactly once.",
         'if [ -z "${TINYTORCH_BOARD_JOB:-}" ] && '
         'mkdir "$RESULTS/.board-$SLURM_ARRAY_JOB_ID" 2>/dev/null; then',
@@ -196,7 +212,7 @@ def batch_script(*, shards: int, rules: Rules, events, references, shard_sizes,
         "fi",
         'echo "shard $SLURM_ARRAY_TASK_ID/$SHARDS of run $run_id on $(hostname)"',
         'exec $TINYTORCH compete --shard "$SLURM_ARRAY_TASK_ID/$SHARDS" "${run[@]}" \\',
-        f'  --config "$EVENTS" --results-dir "$RESULTS"{quick_opt}',
+        f'  --config "$EVENTS" --results-dir "$RESULTS"{options}',
         ""])
 
 
@@ -211,7 +227,8 @@ def emit(args, rules, events, references, field) -> int:
     text = batch_script(shards=shards, rules=rules, events=events, references=references,
                         shard_sizes=sizes, events_file=args.config, results_dir=args.results_dir,
                         board_dir=args.board_dir, workdir=os.getcwd(), partition=args.partition,
-                        quick=args.quick)
+                        quick=args.quick, backends=args.backends, event_names=args.events,
+                        jobs=args.jobs, run_id=args.run_id)
     # Slurm opens each task's output file in the results folder before the task starts.
     os.makedirs(args.results_dir, exist_ok=True)
     with open(args.output, "w") as f:
