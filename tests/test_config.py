@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 import tinytorch
-from tinytorch import config
-from tinytorch.backends import NaiveBackend
 
 
 def _python(code, **env):
@@ -19,7 +17,12 @@ def _python(code, **env):
 
 
 def test_default_backend_is_naive_and_set_backend_switches():
-    assert isinstance(config.get_backend(), (NaiveBackend, tinytorch.ComputeBackend))
+    env = {k: v for k, v in os.environ.items() if k != "TINYTORCH_BACKEND"}
+    done = subprocess.run([sys.executable, "-c", "import tinytorch; b = tinytorch.get_backend(); "
+                           "print(type(b).__name__, b.name)"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["NaiveBackend", "naive"]
     backend = tinytorch.set_backend("optimized")
     try:
         assert tinytorch.get_backend() is backend
@@ -69,6 +72,7 @@ def test_environment_variable_with_unknown_name_is_a_clear_error():
 def test_import_does_not_load_any_backend_module():
     done = _python("import sys, tinytorch; "
                    "print([m for m in sys.modules if m.startswith('tinytorch.backends.')])")
+    assert done.returncode == 0, done.stderr
     loaded = done.stdout.strip()
     assert "optimized" not in loaded and "numpy_backend" not in loaded
 
