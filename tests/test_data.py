@@ -249,7 +249,7 @@ def test_digits_shapes_and_split():
 def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(ImportError, match=r"pip install tinytorch\[digits\]"):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[digits\]"'):
         load_digits()
 
 
@@ -269,3 +269,30 @@ def test_a_short_digits_run_reaches_90_percent():
         with tinytorch.no_grad():
             predicted = model(test.arrays[0]).data.argmax(axis=1)
     assert (predicted == test.arrays[1]).mean() >= 0.90
+
+
+@pytest.mark.parametrize("has_data_filter", [True, False])
+def test_unpacking_refuses_paths_outside_the_folder(tmp_path, monkeypatch, has_data_filter):
+    """Python < 3.10.12 / 3.11.4 lacks tarfile's "data" filter; the same rule holds there."""
+    import io
+    import tarfile
+
+    from tinytorch.data.cifar10 import _extract_plain_files
+    if not has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+
+    def archive(name):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+        buffer.seek(0)
+        return tarfile.open(fileobj=buffer)
+
+    with archive("cifar-10-batches-py/data_batch_1") as tar:
+        _extract_plain_files(tar, tmp_path / "good")
+    assert (tmp_path / "good" / "cifar-10-batches-py" / "data_batch_1").read_bytes() == b"ok"
+    with archive("../escaped") as tar, pytest.raises(tarfile.TarError):
+        _extract_plain_files(tar, tmp_path / "bad")
+    assert not (tmp_path / "escaped").exists()

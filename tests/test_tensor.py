@@ -4,7 +4,7 @@ import pytest
 
 import tinytorch
 from tinytorch import Tensor, no_grad
-from tinytorch.tensor import cat, stack
+from tinytorch import cat, stack
 
 
 @pytest.fixture(autouse=True)

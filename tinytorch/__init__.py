@@ -20,6 +20,8 @@ except PackageNotFoundError:  # running from a checkout that was never installed
 _LAZY = {
     "Tensor": "tinytorch.tensor",
     "no_grad": "tinytorch.tensor",
+    "cat": "tinytorch.tensor",
+    "stack": "tinytorch.tensor",
     "manual_seed": "tinytorch.rng",
     "nn": "tinytorch.nn",
     "optim": "tinytorch.optim",

@@ -105,6 +105,23 @@ def _fetch(url: str, destination: Path) -> str:
     return digest.hexdigest()
 
 
+def _extract_plain_files(tar: tarfile.TarFile, destination: Path):
+    """Unpack only regular files and folders inside `destination`.
+
+    tarfile's "data" filter does exactly that, but only exists from Python
+    3.10.12 / 3.11.4; on older patch releases the same rule is checked here.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(destination, filter="data")
+        return
+    for member in tar.getmembers():
+        if not (member.isfile() or member.isdir()) or member.name.startswith("/") \
+                or ".." in Path(member.name).parts:
+            raise tarfile.TarError(f"refusing to unpack {member.name!r} (a link, a device "
+                                   f"or a path outside the folder)")
+    tar.extractall(destination)
+
+
 def download_cifar10(folder, url: str = URL, md5: str = MD5) -> Path:
     """Fetch the archive into `folder`, verify its MD5, unpack it atomically; the batch folder."""
     folder = Path(folder)
@@ -118,7 +135,7 @@ def download_cifar10(folder, url: str = URL, md5: str = MD5) -> Path:
                                 f"archive, or damaged on the way; nothing was kept")
         try:
             with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(staging / "unpacked", filter="data")
+                _extract_plain_files(tar, staging / "unpacked")
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise DownloadError(f"{url} passed its checksum but does not unpack: {exc}") from None
         unpacked = staging / "unpacked" / FOLDER

@@ -14,7 +14,8 @@ def load_digits(test_fraction=0.2, as_images=False, seed=0):
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
         raise ImportError("load_digits() reads the digits data set that scikit-learn ships; "
-                          "install it with: pip install tinytorch[digits]") from None
+                          "install it from the tinytorch checkout with "
+                          "pip install -e \".[digits]\" (or: pip install scikit-learn)") from None
     bunch = sklearn_digits()
     images = (bunch.data / 16.0).astype(np.float32)
     labels = bunch.target.astype(np.int64)
