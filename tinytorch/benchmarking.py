@@ -10,7 +10,8 @@ misses what compiled kernels allocate outside Python. Before the block the
 resident high-water mark is reset (/proc/self/clear_refs), so
 `peak_memory_mb` is the block's peak above the resident size at its start
 and `current_memory_mb` what it still holds at its end. Where the mark cannot
-be reset, the peak is a lower bound (`memory_exact` is False).
+be reset, the peak is an upper bound: it may include an earlier, higher peak
+of the process (`memory_exact` is False).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class BenchmarkResult:
     time_ms: float = 0.0
     peak_memory_mb: float = 0.0
     current_memory_mb: float = 0.0
-    memory_exact: bool = True      # False: the peak could not be reset; it is a lower bound
+    memory_exact: bool = True      # False: the peak could not be reset; it is an upper bound
 
 
 def _status_bytes(field: str) -> int | None:
