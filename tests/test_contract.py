@@ -260,3 +260,22 @@ def test_a_virtual_subclass_is_refused_since_it_would_bypass_validation():
     with pytest.raises(TypeError, match=r"subclass ComputeBackend instead"):
         ComputeBackend.register(Lookalike)
     assert not isinstance(Lookalike(), ComputeBackend)
+
+
+def test_keywords_use_the_backends_own_parameter_names(rng):
+    """The course's backend names conv2d's parameters `input` and `kernel`."""
+    class Course(ComputeBackend):
+        def matmul(self, a, b):
+            return a @ b
+
+        def conv2d(self, input, kernel, stride=1, padding=0):
+            return NaiveBackend().conv2d(input, kernel, stride, padding)
+
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    by_keyword = Course().conv2d(input=x, kernel=w, padding=1)
+    np.testing.assert_allclose(by_keyword, ref_conv(x, w, 1, 1), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"padding must be an integer >= 0"):
+        Course().conv2d(input=x, kernel=w, padding=-1)
+    with pytest.raises(TypeError, match=r"conv2d\(self, x, w, stride=1, padding=0\).*'w'"):
+        NaiveBackend().conv2d(x, kernel=w)

@@ -20,6 +20,7 @@ same-dtype float arrays.
 from __future__ import annotations
 
 import functools
+import inspect
 import numbers
 from abc import ABCMeta, abstractmethod
 
@@ -187,7 +188,17 @@ def _checked(op, raw):
 
     @functools.wraps(raw)
     def operation(self, *args, **kwargs):
-        args, shape = validate(*args, **kwargs)
+        if kwargs:
+            # Keywords use the backend's own parameter names (the course's are
+            # `input` and `kernel`); the checks and the kernel take positions.
+            signature = inspect.signature(raw)
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{backend_name(self)}.{op}{signature}: {exc}") from None
+            bound.apply_defaults()
+            args = bound.args[1:]
+        args, shape = validate(*args)
         arrays = [a for a in args if type(a) is np.ndarray]
         dtype = arrays[0].dtype
         if 0 in shape or not all(a.size for a in arrays):
