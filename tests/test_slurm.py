@@ -189,6 +189,44 @@ def test_emit_estimates_the_time_from_the_seconds_an_earlier_run_recorded(work):
     assert "expected time unknown" in full.stdout     # a --quick run says nothing of a full one
 
 
+FAKE_SBATCH = """#!/bin/bash
+# Records each submission (its options, and the script when it comes on stdin); prints a job id.
+n=$(ls "$SUBMITTED"/*.args 2>/dev/null | wc -l)
+printf '%s\\n' "$@" > "$SUBMITTED/$n.args"
+cat > "$SUBMITTED/$n.stdin"
+echo $((700 + n))
+"""
+
+
+def test_the_board_job_says_when_no_shard_wrote_a_file(work):
+    """What the board job runs, taken from a stand-in sbatch: no shard file is a clear message."""
+    emit(work)
+    fake, submitted = work / "bin", work / "submitted"
+    fake.mkdir(), submitted.mkdir()
+    (fake / "sbatch").write_text(FAKE_SBATCH)
+    (fake / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}",
+           "SUBMITTED": str(submitted)}
+    done = run(["bash", work / "compete.slurm"], env=env, cwd=work, stdin=subprocess.DEVNULL)
+    assert "array job 700 (run slurm-700, 3 shards) and board job 701" in done.stdout
+    assert "--dependency=afterany:700" in (submitted / "1.args").read_text().split("\n")
+    board_job = submitted / "1.stdin"
+
+    nothing = subprocess.run(["bash", board_job], capture_output=True, text=True)
+    assert nothing.returncode == 1
+    assert nothing.stderr == (f"no shard of run slurm-700 wrote a results file: all 3 shards "
+                              f"(1-3) are missing; their logs: {work / 'results'}/slurm-700_*.out\n")
+
+    # One shard arrived: the board merges it and lists the other two missing.
+    tinytorch("compete", "--shard", "1/3", "--run-id", "slurm-700", "--quick", "--events",
+              "matmul", "--backends", "alice", "--config", work / "events.toml",
+              "--results-dir", work / "results", cwd=work)
+    run(["bash", board_job])
+    board = (work / "board" / "README.md").read_text()
+    assert "shard 2/3 of run slurm-700 is missing" in board
+    assert "shard 3/3 of run slurm-700 is missing" in board
+
+
 def _workflow_commands():
     """Every `tinytorch ...` command of the CI workflow, with sample matrix values."""
     text = (REPO / "leaderboard" / "ci" / "competition.yml").read_text()
@@ -228,6 +266,8 @@ def test_the_ci_workflow_runs_commands_tinytorch_accepts():
     text = (REPO / "leaderboard" / "ci" / "competition.yml").read_text()
     assert "fail-fast: false" in text and "if: always()" in text
     assert 'TINYTORCH_PORTABLE: "1"' in text
+    # No shard file at all: a message saying so, not "results/*.json does not exist".
+    assert "shopt -s nullglob" in text and "no shard wrote a results file" in text
 
 
 # ---------------------------------------------------------------- a real single-node cluster
