@@ -118,6 +118,21 @@ def test_rows_from_a_machine_unlike_the_majority_are_flagged(tmp_path):
     assert note.startswith("erin: ") and "slurm-7.shard-2-of-3.json" in note
 
 
+def test_files_split_evenly_between_machines_flag_every_row(tmp_path):
+    docs = _shards()
+    other = {**MACHINE, "cpu": "Other CPU 1", "cores": 64}
+    docs.append(_shard_doc("slurm-8", 1, 1, ["carol"], "2026-11-26T09:00:00+00:00",
+                           machine=other))
+    docs[1]["machine"] = {**other, "date": docs[1]["machine"]["date"]}    # two files each
+    for order in (docs, docs[::-1]):          # which file comes first must not pick a side
+        board = merging.merge(merging.load_all(_write(tmp_path, order)))
+        assert all("no majority machine" in row["machine_note"] for row in board["rows"])
+        assert board["machine_majority"] is None
+        note = next(n for n in board["notes"] if n.startswith("no majority machine"))
+        assert "Other CPU 1, 64 cores" in note and "Example CPU 9000, 2 cores" in note
+        assert not any("than most files" in n for n in board["notes"])
+
+
 def test_a_different_blas_counts_as_a_different_machine(tmp_path):
     docs = _shards()
     docs[0]["machine"] = {**docs[0]["machine"],

@@ -5,8 +5,9 @@ the same machine in the same run). What the merge adds is honesty about the
 files: it refuses files of different schema versions or event sets (naming
 them), keeps one row per backend (the newest, and says which rows it
 replaced), flags rows measured on a machine unlike the majority's (CPU model,
-core count, BLAS), and lists the shards of a run that are missing or
-unfinished, with the backends they were to measure.
+core count, BLAS; every row when no machine has a majority), and lists the
+shards of a run that are missing or unfinished, with the backends they were to
+measure.
 """
 from __future__ import annotations
 
@@ -96,7 +97,9 @@ def merge(files: list[tuple[str, dict]]) -> dict:
     _refuse_mixed(files)
     notes, missing = [], []
     machines = collections.Counter(machine_key(doc["machine"]) for _, doc in files)
-    majority = machines.most_common(1)[0][0]
+    counts = machines.most_common()
+    # A tie has no usual machine: which file came first must not pick one.
+    majority = None if len(counts) > 1 and counts[0][1] == counts[1][1] else counts[0][0]
 
     kept: dict[str, tuple] = {}     # name -> (newest stamp, row, doc, path)
     replaced = collections.defaultdict(list)
@@ -106,7 +109,10 @@ def merge(files: list[tuple[str, dict]]) -> dict:
         for name, row in doc["backends"].items():
             merged = {**row, **scores[name], "run_id": doc["run_id"], "shard": doc.get("shard"),
                       "file": _label(path)}
-            if key != majority:
+            if majority is None:
+                merged["machine_note"] = (f"measured on {describe_machine(key)}; no majority "
+                                          f"machine: the files tie between machines")
+            elif key != majority:
                 merged["machine_note"] = (f"measured on a different machine: {describe_machine(key)} "
                                           f"(most files: {describe_machine(majority)})")
             stamp = _newest(doc, row)
@@ -119,9 +125,16 @@ def merge(files: list[tuple[str, dict]]) -> dict:
             else:
                 kept[name] = (stamp, merged, doc, path)
 
+    if majority is None:
+        by_machine = _grouped(files, lambda d: machine_key(d["machine"]))
+        split = "; ".join(f"{describe_machine(key)}: {', '.join(labels)}"
+                          for key, labels in by_machine.items())
+        notes.append(f"no majority machine: the files tie between machines ({split}); "
+                     f"every row is flagged: compare ratios across machines with care or re-run "
+                     f"on machines of one kind")
     odd = collections.defaultdict(list)
     for _, row, doc, path in kept.values():
-        if row.get("machine_note"):
+        if row.get("machine_note") and majority is not None:
             odd[(machine_key(doc["machine"]), _where(doc), _label(path))].append(row["name"])
     for (key, where, label), names in sorted(odd.items()):
         notes.append(f"{', '.join(sorted(names))}: measured on a different machine than most "
@@ -177,4 +190,5 @@ def merge(files: list[tuple[str, dict]]) -> dict:
             "events": latest["events"], "rules": latest.get("rules", {}),
             "rows": [entry[1] for entry in kept.values()],
             "notes": notes, "missing_shards": missing,
-            "machine_majority": describe_machine(majority) if len(machines) > 1 else None}
+            "machine_majority": describe_machine(majority) if majority and len(machines) > 1
+            else None}
