@@ -20,9 +20,13 @@ SUFFIX = ".tmpl"
 
 
 def _check_name(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
-        raise ValueError(f"submission name {name!r} must be a Python identifier (letters, "
-                         f"digits and underscores, not starting with a digit), e.g. alice_smith")
+    # A leading underscore would also pass as an identifier, but `_x` makes the
+    # distribution `-x-kernels`, which pip rejects (PEP 508 names start alphanumeric).
+    if not (name.isidentifier() and name.isascii() and name[0].isalpha()) \
+            or keyword.iskeyword(name):
+        raise ValueError(f"submission name {name!r} must be a Python identifier that starts "
+                         f"with a letter (ASCII letters, digits and underscores), e.g. "
+                         f"alice_smith")
     if name in CORE_NAMES:
         raise ValueError(f"submission name {name!r} is a core backend's name; choose another")
 
@@ -56,7 +60,8 @@ def create_submission(name: str, directory="submissions") -> Path:
 
 
 def add_arguments(parser):
-    parser.add_argument("name", help="your backend's name (a Python identifier), e.g. alice")
+    parser.add_argument("name", help="your backend's name (a Python identifier starting with a "
+                                         "letter), e.g. alice")
     parser.add_argument("--dir", default="submissions", metavar="DIR",
                         help="folder to create the package in (default: submissions)")
 
