@@ -52,6 +52,7 @@ shapes = [{ n = 1, c = 3, h = 6, w = 6, f = 2, k = 3, stride = 1, padding = 1 }]
 CAUGHT_AS = {
     "hostile_blas_matmul": ("violation", "blas"),
     "hostile_blas_dot": ("violation", "blas"),
+    "hostile_ctypes_blas": ("violation", "blas: opened the BLAS library"),
     "hostile_aliaser": ("violation", "aliasing"),
     "hostile_view_aliaser": ("violation", "aliasing"),
     "hostile_buffer_reuser": ("violation", "aliasing"),

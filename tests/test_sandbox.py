@@ -5,7 +5,8 @@
 - sandbox: the worker gets pinned threads and, under root, a user of its own
   that cannot write our files; close() leaves no process behind, not even a
   grandchild that escaped into a session of its own.
-- rules: aliasing, tampering and writes outside the worker's folder are named.
+- rules: aliasing, tampering and writes outside the worker's folder are named;
+  ctypes lookups of BLAS (past the shim) are refused.
 - the parent never runs submission code: `tinytorch compete` lists contestants
   without importing them (an import-time attack would run as the parent).
 """
@@ -79,6 +80,41 @@ def test_without_the_shim_nothing_is_counted():
     assert done.returncode == 0, done.stderr
     assert "armed False" in done.stdout and "matmul 0" in done.stdout
     assert blasguard.reported_symbols(done.stderr) == []
+
+
+CTYPES_SCRIPT = """
+    import _ctypes, ctypes, glob, os
+    import numpy as np
+    from tinytorch.arena import blasguard, rules
+    openblas = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
+                                      "libscipy_openblas64_*"))[0]
+    os.symlink(openblas, {renamed!r})              # a name that does not say BLAS
+    seen, forbid = [], blasguard.arm()
+    rules.guard_ctypes(forbid, seen.append, [blasguard.library_path()] if forbid else ())
+    def attempt(label, lookup):
+        try:
+            lookup()
+            print(label, "allowed")
+        except rules.Violation as violation:
+            print(label, violation.name)
+    attempt("dlopen", lambda: ctypes.CDLL(openblas))
+    attempt("renamed", lambda: ctypes.CDLL({renamed!r}).scipy_cblas_sdot64_)
+    attempt("handle", lambda: _ctypes.dlsym(ctypes.CDLL({renamed!r})._handle, "scipy_cblas_sgemm64_"))
+    attempt("libc-getpid", lambda: ctypes.CDLL(None).getpid)
+    print("recorded", ",".join(v.name for v in seen))
+"""
+
+
+@pytest.mark.parametrize("allow_blas", [False, True])
+def test_ctypes_routes_around_the_shim_are_refused(tmp_path, allow_blas):
+    script = CTYPES_SCRIPT.format(renamed=str(tmp_path / "libinnocent.so"))
+    done = _python(script, blasguard.worker_env(os.environ, allow_blas=allow_blas))
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    blas = "allowed" if allow_blas else "blas"
+    assert (lines["dlopen"], lines["renamed"], lines["handle"]) == (blas, blas, blas)
+    assert lines["libc-getpid"] == "allowed"
+    assert lines["recorded"] == ",".join([blas] * 3 * (not allow_blas))
 
 
 def _spawn(box, code, **kwargs):

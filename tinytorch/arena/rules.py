@@ -6,12 +6,13 @@ The parent is trusted and the worker is not, so nothing here is the only
 line of defence: the parent reads its own clock, computes the references and
 checks the outputs; the isolation in sandbox.py stops writes and limits
 resources. What the worker checks here (outputs that alias, tampered
-modules, attempts to write protected files) turns quiet cheating into a
-named failure instead of a lucky rank.
+modules, attempts to write protected files, BLAS reached through ctypes)
+turns quiet cheating into a named failure instead of a lucky rank.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -189,5 +190,55 @@ def guard_writes(allowed_dirs, on_violation) -> None:
                                       f"temporary folder")
                 on_violation(violation)
                 raise PermissionError(violation.reason)
+
+    sys.addaudithook(hook)
+
+
+# ------------------------------------------------------------------ ctypes
+
+#: a BLAS or LAPACK library's file name (libscipy_openblas64_, libmkl_rt, libblis, liblapack).
+_BLAS_LIBRARY = re.compile(r"openblas|mkl|blis|blas|lapack", re.IGNORECASE)
+#: a BLAS routine however it is exported: sgemm_, cblas_dgemm, scipy_cblas_sdot64_, scipy_daxpy_.
+_BLAS_SYMBOL = re.compile(r"cblas_|^(?:scipy_)?[sdcz](?:gemm|gemv|dot|axpy|syrk|symm|trmm|trsm)",
+                          re.IGNORECASE)
+
+
+def guard_ctypes(forbid_blas: bool, on_violation, harness_libraries=()) -> None:
+    """Refuse (and report) ctypes routes around the BLAS shim.
+
+    Looking a BLAS routine up on the library's own handle
+    (`ctypes.CDLL(numpy's openblas).scipy_cblas_sdot64_`) skips the preloaded
+    shim. It needs a `ctypes.dlopen` or `ctypes.dlsym` audit event, refused
+    here. Install it after the harness's own ctypes use (threadpoolctl, the
+    shim) and before the backend is imported: from then on every ctypes lookup
+    is the backend's.
+    `harness_libraries` are paths that are not BLAS despite their name (the shim).
+    """
+    exempt = {os.path.realpath(p) for p in harness_libraries}
+
+    def blas_library(name) -> bool:
+        if not isinstance(name, (str, bytes, os.PathLike)):
+            return False                  # None: the process's global namespace
+        path = os.fsdecode(name)
+        return os.path.realpath(path) not in exempt and bool(
+            _BLAS_LIBRARY.search(os.path.basename(path)))
+
+    def refuse(name, detail):
+        violation = Violation(name, detail)
+        on_violation(violation)
+        raise violation
+
+    def hook(event, args):
+        if event == "ctypes.dlopen":
+            if forbid_blas and args and blas_library(args[0]):
+                refuse("blas", f"opened the BLAS library {os.fsdecode(args[0])} through ctypes "
+                               f"(directly or through threadpoolctl); the rules forbid BLAS")
+        elif event in ("ctypes.dlsym", "ctypes.dlsym/handle") and len(args) >= 2:
+            symbol = args[1] if isinstance(args[1], str) else ""
+            library = getattr(args[0], "_name", None)
+            if forbid_blas and (_BLAS_SYMBOL.search(symbol) or blas_library(library)):
+                refuse("blas", f"looked up {symbol or args[1]!r} in "
+                               f"{library or 'a library handle'} through ctypes; the rules "
+                               f"forbid BLAS")
 
     sys.addaudithook(hook)

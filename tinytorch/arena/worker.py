@@ -12,9 +12,9 @@ stderr instead, so it cannot corrupt a message. Requests (see wire.py):
 
 Every reply is {"ok": true, ...} or {"error": "...", "memory": bool}, plus
 "violation": NAME when the backend broke a rule (rules.py): called BLAS
-(counted by the preloaded blasguard shim), returned aliased outputs, replaced
-the clock or harness code, or wrote outside its temporary folder. Rules are
-checked after loading and before every untimed request (stage, fetch), never
+(counted by the preloaded blasguard shim) or looked it up through ctypes,
+returned aliased outputs, replaced the clock or harness code, or wrote
+outside its temporary folder. Rules are checked after loading and before every untimed request (stage, fetch), never
 inside the timed `run`. The worker leaves by os._exit, so no atexit hook or
 finaliser of a backend runs.
 """
@@ -42,13 +42,18 @@ def _protocol_channel() -> Channel:
     return Channel(read_fd, write_fd)
 
 
-def load(spec: str, threads: int):
-    """A backend instance from a registered name or a "module:Class" spec."""
+def load(spec: str, threads: int, before_backend=lambda: None):
+    """A backend instance from a registered name or a "module:Class" spec.
+
+    `before_backend` runs after the harness's own last use of ctypes
+    (threadpoolctl) and before any of the backend's code.
+    """
     from threadpoolctl import threadpool_limits
 
     from ..backends.base import ComputeBackend
     from ..backends.registry import load_backend
     threadpool_limits(threads)
+    before_backend()
     if ":" not in spec:
         return load_backend(spec)
     module_name, _, attr = spec.partition(":")
@@ -71,7 +76,12 @@ class Session:
         rules.guard_writes([os.environ.get("TMPDIR"), os.environ.get("HOME"), "/dev"],
                            self.violations.append)
         self.integrity = rules.Integrity()    # before any backend code runs
-        blasguard.arm()
+        self.blas_forbidden = blasguard.arm()
+
+    def guard_ctypes(self):
+        """Refuse ctypes routes to BLAS when the rules forbid it."""
+        rules.guard_ctypes(self.blas_forbidden, self.violations.append,
+                           [blasguard.library_path()] if self.blas_forbidden else ())
 
     def police(self):
         """Raise the first rule the backend has broken so far."""
@@ -88,7 +98,7 @@ class Session:
         if op != "run":
             self.police()
         if op == "load":
-            self.backend = load(header["spec"], int(header["threads"]))
+            self.backend = load(header["spec"], int(header["threads"]), self.guard_ctypes)
             self.police()
             return {"ok": True, "class": f"{type(self.backend).__module__}."
                                          f"{type(self.backend).__qualname__}",
