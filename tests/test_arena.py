@@ -4,6 +4,7 @@ Backends come from tests/fixtures/arena_backends.py, loaded by the workers as
 "module:Class" (the fixtures folder is put on PYTHONPATH, which workers inherit).
 """
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,63 @@ def test_a_stale_build_is_named_with_the_command_that_rebuilds_it(tmp_path, monk
     err = capsys.readouterr().err
     assert "backend 'stale' is a stale build" in err
     assert f"pip install -e {project}" in err
+
+
+HANGING = {   # module -> its source: a backend whose import hangs, one whose every call hangs
+    "hangs_on_import": "import time\ntime.sleep(3600)\n",
+    "hangs_always": ("import time\nfrom arena_backends import Good\n\n\n"
+                     "class Backend(Good):\n"
+                     "    def matmul(self, a, b):\n        time.sleep(3600)\n\n"
+                     "    def conv2d(self, x, w, stride, padding):\n        time.sleep(3600)\n"),
+}
+HANG_EVENTS = """
+[rules]
+wall_time_s = 4.0
+
+[[events]]
+name = "matmul"
+kind = "matmul"
+dtypes = ["float32", "float64"]
+shapes = [{ m = 4, k = 4, n = 4 }, { m = 8, k = 8, n = 8 }, { m = 12, k = 12, n = 12 }]
+
+[[events]]
+name = "conv2d"
+kind = "conv2d"
+dtypes = ["float32", "float64"]
+shapes = [{ n = 1, c = 2, h = 5, w = 5, f = 2, k = 3, stride = 1, padding = 1 },
+          { n = 1, c = 2, h = 6, w = 6, f = 2, k = 3, stride = 1, padding = 0 }]
+"""
+
+
+@pytest.mark.parametrize("module, workers, words", [
+    ("hangs_on_import", 1, {"matmul": "could not load backend: timed out",
+                            "conv2d": "could not load backend: timed out"}),
+    ("hangs_always", 2, {"matmul": "timed out", "conv2d": "timed out"}),
+])
+def test_a_hanging_backend_is_waited_for_once_not_once_per_case(tmp_path, monkeypatch,
+                                                                 module, workers, words):
+    """One hang costs one wall time: a failed load fails every case, a timeout its event."""
+    (tmp_path / f"{module}.py").write_text(HANGING[module])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(FIXTURES)]))
+    (tmp_path / "events.toml").write_text(HANG_EVENTS)
+    rules, events = load_events(tmp_path / "events.toml")
+    arena = Arena(rules, events)
+    started, start = [], arena.start
+    monkeypatch.setattr(arena, "start", lambda *a: started.append(a) or start(*a))
+    began = time.monotonic()
+    rows = arena.check(Contestant(module, f"{module}:Backend"))
+    elapsed = time.monotonic() - began
+    assert len(rows) == 10 and len(started) == workers
+    # Waiting once per case would take 10 x 4 s; once per worker leaves plenty of room.
+    assert elapsed < 5 * rules.wall_time_s, elapsed
+    for event in ("matmul", "conv2d"):
+        first, *rest = [r for r in rows if r["event"] == event]
+        assert first["status"] == "timeout" and words[event] in first["reason"], first
+        for row in rest:
+            assert row["status"] == "timeout", row
+            assert row["reason"] == (first["reason"] if module == "hangs_on_import" else
+                                     f"skipped: an earlier shape of this event timed out "
+                                     f"({first['label']} {first['dtype']})")
 
 
 def test_a_time_faster_than_twice_the_best_blas_rate_is_impossible():

@@ -12,6 +12,9 @@ the resident high-water mark above the worker's baseline.
 
 Statuses of a case: ok, wrong, nan, error, crash (unranked); timeout, memory
 (the event counts 0.01); skipped (too slow for this backend, not counted).
+A hang is waited for once: a backend that cannot load fails every case with
+that reason, and after a timeout the event's later cases fail as timeouts
+without running.
 """
 from __future__ import annotations
 
@@ -138,12 +141,25 @@ class Arena:
     # ---------------------------------------------------------------- phase 1
 
     def check(self, contestant: Contestant) -> list[dict]:
-        """Run every case once on fresh inputs against a float64 reference."""
-        results, worker = [], None
+        """Run every case once on fresh inputs against a float64 reference.
+
+        A hang costs the wall time once, not once per case: a backend that
+        could not load fails every remaining case with that reason, and a case
+        that timed out fails the rest of its event without running them.
+        """
+        results, worker, given_up = [], None, {}    # event name (None: every event) -> failure
         for case in cases_for(self.events, contestant.name, self.quick):
             row = case.describe()
+            known = given_up.get(None) or given_up.get(case.event.name)
             try:
-                worker = worker or self.start(contestant, case)
+                if known:
+                    raise known
+                if worker is None:
+                    try:
+                        worker = self.start(contestant, case)
+                    except WorkerFailure as failure:
+                        given_up[None] = failure
+                        raise
                 inputs = case.problem.make_inputs(case.params, case.dtype, _rng())
                 _, (outputs,) = self._run(worker, case, [inputs])
                 row["error"] = case.problem.check(case.params, inputs, outputs)
@@ -154,6 +170,8 @@ class Arena:
                 if worker is not None:
                     worker.close()
                 worker = None
+                if failure.status == "timeout" and not known:
+                    given_up.setdefault(case.event.name, _timed_out_before(case))
             results.append(row)
             self.advance()
         if worker is not None:
@@ -196,10 +214,13 @@ class Arena:
         """Time every case that passed phase 1; measure memory events in fresh workers."""
         cases = {(c.event.name, c.problem.label(c.params), c.dtype): c
                  for c in cases_for(self.events, contestant.name, self.quick)}
-        results, worker = [], None
+        results, worker, given_up = [], None, {}    # event name -> failure (a timeout)
         for row in checked:
             case = cases[(row["event"], row["label"], row["dtype"])]
-            if row["status"] == "ok":
+            if row["status"] == "ok" and case.event.name in given_up:
+                failure = given_up[case.event.name]
+                row.update(status=failure.status, reason=failure.reason)
+            elif row["status"] == "ok":
                 try:
                     if case.event.kind == MEMORY_KIND:
                         row.update(self._memory(contestant, case))
@@ -211,6 +232,8 @@ class Arena:
                     if worker is not None:
                         worker.close()
                     worker = None
+                    if failure.status == "timeout":
+                        given_up[case.event.name] = _timed_out_before(case)
             results.append(row)
             self.advance()
         if worker is not None:
@@ -278,6 +301,12 @@ class Arena:
         return {"memory_mb": max(0.0, peak - baseline),
                 "memory_method": "peak RSS above baseline" if exact else
                                  "peak RSS above the worker's earlier peak (lower bound)"}
+
+
+def _timed_out_before(case: Case) -> WorkerFailure:
+    """The failure given to the cases of an event after one of its cases timed out."""
+    return WorkerFailure("timeout", f"skipped: an earlier shape of this event timed out "
+                                    f"({case.problem.label(case.params)} {case.dtype})")
 
 
 def _summary(per_call_seconds, reps) -> dict:
