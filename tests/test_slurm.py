@@ -366,8 +366,10 @@ def test_three_shards_on_slurm_give_the_board_one_machine_gives(slurm, field_env
     assert [p.name for p in shard_files] == [
         f"slurm-{array_id}.shard-{k}-of-3.json" for k in (1, 2, 3)]
     board_text = (work / "board" / "README.md").read_text()     # rendered by the board job
+    # The ranking and per-event tables; a noisy "impossible" case also lists its backend below.
+    tables = board_text.split("\n## Failed ")[0]
     for name in (*REFERENCES, *FIELD):
-        assert board_text.count(f"| {name} |") == 2, board_text  # ranking + per-event tables
+        assert tables.count(f"| {name} |") == 2, board_text
 
     board, rows = _board(shard_files)
     assert sorted(rows) == sorted([*REFERENCES, *FIELD])       # every backend exactly once
