@@ -221,6 +221,66 @@ def test_a_hanging_backend_is_waited_for_once_not_once_per_case(tmp_path, monkey
                                      f"({first['label']} {first['dtype']})")
 
 
+OVERRIDE_EVENTS = """
+[rules]
+wall_time_s = 60.0
+threads = 1
+repeats = 4
+quick_repeats = 3
+min_batch_ms = 1.0
+
+[[events]]
+name = "rules' limits"
+kind = "matmul"
+shapes = [{ m = 4, k = 4, n = 4 }]
+
+[[events]]
+name = "own limits"
+kind = "matmul"
+repeats = 2
+threads = 2
+shapes = [{ m = 4, k = 4, n = 4 }]
+
+[[events]]
+name = "own budget"
+kind = "conv2d"
+time_budget_s = 2.0
+shapes = [{ n = 1, c = 2, h = 5, w = 5, f = 2, k = 3, stride = 1, padding = 1 }]
+"""
+REPORTS_LIMITS = """import os
+import time
+from arena_backends import Good
+
+
+class Backend(Good):
+    def matmul(self, a, b):
+        raise ValueError(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+
+    def conv2d(self, x, w, stride, padding):
+        time.sleep(3600)
+"""
+
+
+def test_an_events_own_threads_time_budget_and_repeats_override_the_rules(tmp_path, monkeypatch):
+    (tmp_path / "reports_limits.py").write_text(REPORTS_LIMITS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(FIXTURES)]))
+    (tmp_path / "events.toml").write_text(OVERRIDE_EVENTS)
+    rules, events = load_events(tmp_path / "events.toml")
+    arena = Arena(rules, events)
+    rows = {r["event"]: r for r in arena.check(Contestant("limits", "reports_limits:Backend"))}
+    assert rows["rules' limits"]["reason"].startswith("raised ValueError: OMP_NUM_THREADS=1 ")
+    assert rows["own limits"]["reason"].startswith("raised ValueError: OMP_NUM_THREADS=2 ")
+    assert rows["own budget"]["status"] == "timeout"
+    assert "no answer within 2 s" in rows["own budget"]["reason"]   # not the rules' 60 s
+
+    reference = Contestant("optimized", "optimized", True)
+    for quick, wanted in ((False, {"rules' limits": 4, "own limits": 2}),
+                          (True, {"rules' limits": 3, "own limits": 2})):   # quick: at most 3
+        arena = Arena(rules, events[:2], quick=quick)
+        timed = arena.measure(reference, arena.check(reference))
+        assert {r["event"]: len(r["time_ms"]["samples"]) for r in timed} == wanted
+
+
 def test_a_time_faster_than_twice_the_best_blas_rate_is_impossible():
     def row(gflops, reference=False):
         case = {"event": "matmul", "kind": "matmul", "label": "512x512x512", "dtype": "float32",

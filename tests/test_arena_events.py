@@ -33,6 +33,8 @@ def test_the_shipped_events_cover_every_kind_at_several_shapes_and_both_dtypes()
             assert len(event.shapes) >= 2 and set(event.dtypes) == {"float32", "float64"}
         naive = event.shapes_for("naive", quick=False)
         assert len(naive) < len(event.shapes), f"naive must not run every size of {event.name}"
+        # Each event says how long one request may take, and a timed event how often it repeats.
+        assert event.time_budget_s and (event.kind == "memory" or event.repeats), event.name
 
 
 def test_naive_runs_only_its_shapes_and_quick_its_quick_ones(tmp_path):
@@ -56,6 +58,8 @@ def test_naive_runs_only_its_shapes_and_quick_its_quick_ones(tmp_path):
     (("wall_time_s = 30", 'wall_time_s = "long"'), "rules.wall_time_s"),
     (('name = "mm"', 'name = "mm"\nrepeat = 3'), "events[0].repeat"),
     (("naive_shapes = 1", "naive_shapes = -1"), "events[0] (mm).naive_shapes"),
+    (("naive_shapes = 1", "naive_shapes = 1\nthreads = 0"), "events[0] (mm).threads"),
+    (("naive_shapes = 1", "naive_shapes = 1\ntime_budget_s = 0"), "events[0] (mm).time_budget_s"),
 ])
 def test_mistakes_name_the_file_and_the_key(tmp_path, edit, where):
     path = tmp_path / "events.toml"

@@ -90,16 +90,19 @@ class Arena:
     # ---------------------------------------------------------------- workers
 
     def limits(self, case: Case | None = None) -> Limits:
-        wall = (case and case.event.time_budget_s) or self.rules.wall_time_s
-        return Limits(wall, self.rules.memory_mb, self.rules.threads)
+        """The rules' limits, or the event's own time budget and threads where it sets them."""
+        event = case.event if case else None
+        return Limits((event and event.time_budget_s) or self.rules.wall_time_s,
+                      self.rules.memory_mb, (event and event.threads) or self.rules.threads)
 
     def start(self, contestant: Contestant, case: Case | None = None) -> Worker:
         """A fresh worker with the backend loaded (WorkerFailure if it does not load)."""
         exempt = self.rules.allow_blas or (contestant.reference and contestant.spec == "numpy")
-        worker = spawn_worker(dataclasses.replace(self.limits(case), allow_blas=exempt))
+        limits = dataclasses.replace(self.limits(case), allow_blas=exempt)
+        worker = spawn_worker(limits)
         try:
             reply, _ = worker.request({"op": "load", "spec": contestant.spec,
-                                       "threads": self.rules.threads})
+                                       "threads": limits.threads})
         except WorkerFailure as failure:
             worker.close()
             raise WorkerFailure(failure.status, f"could not load backend: {failure.reason}") from None
@@ -108,6 +111,16 @@ class Arena:
             print(f"warning: backend {contestant.name!r} is a stale build (a .pyx is newer than "
                   f"its compiled extension); rebuild with: {reply['stale']}", file=sys.stderr)
         return worker
+
+    def _reusable(self, worker: Worker | None, case: Case) -> Worker | None:
+        """`worker` if it was started under `case`'s time budget and threads, else None (closed)."""
+        if worker is None:
+            return None
+        wanted = self.limits(case)
+        if (worker.limits.wall_time_s, worker.limits.threads) == (wanted.wall_time_s, wanted.threads):
+            return worker
+        worker.close()
+        return None
 
     def _run(self, worker: Worker, case: Case, input_sets, timed=False):
         """Stage input sets, run them (the parent reads the clock), fetch the outputs."""
@@ -151,6 +164,7 @@ class Arena:
         for case in cases_for(self.events, contestant.name, self.quick):
             row = case.describe()
             known = given_up.get(None) or given_up.get(case.event.name)
+            worker = self._reusable(worker, case)
             try:
                 if known:
                     raise known
@@ -180,9 +194,13 @@ class Arena:
 
     # ---------------------------------------------------------------- phase 2
 
-    def reference_worker(self) -> Worker:
-        if self._reference is None or self._reference.process.poll() is not None:
-            self._reference = self.start(Contestant(REFERENCE, REFERENCE, True))
+    def reference_worker(self, case: Case) -> Worker:
+        """The `optimized` worker, under the same time budget and threads as `case`."""
+        if self._reference is not None and self._reference.process.poll() is not None:
+            self.close()
+        self._reference = self._reusable(self._reference, case)
+        if self._reference is None:
+            self._reference = self.start(Contestant(REFERENCE, REFERENCE, True), case)
         return self._reference
 
     def close(self):
@@ -225,7 +243,7 @@ class Arena:
                     if case.event.kind == MEMORY_KIND:
                         row.update(self._memory(contestant, case))
                     else:
-                        worker = worker or self.start(contestant, case)
+                        worker = self._reusable(worker, case) or self.start(contestant, case)
                         row.update(self._time(worker, contestant, case))
                 except WorkerFailure as failure:
                     row.update(status=failure.status, reason=f"{failure.reason} while timing")
@@ -246,7 +264,7 @@ class Arena:
                      + problem.output_bytes(case.params, case.dtype))
         cap = max(1, min(STAGING_BYTES // max(set_bytes, 1), 10000))
         own = contestant.name == REFERENCE
-        reference = None if own else self.reference_worker()
+        reference = None if own else self.reference_worker(case)
         # Warm-up (caches, lazy imports) and calibration of the calls per batch.
         self._run(worker, case, [problem.make_inputs(case.params, case.dtype, _rng())])
         _, calls, failed = self._timed_batch(worker, case, 1, cap, verify=True)
@@ -255,7 +273,9 @@ class Arena:
         if not own:
             _, ref_calls, _ = self._timed_batch(reference, case, 1, cap, verify=False)
         times, ref_times = [], []
-        repeats = case.event.repeats or (self.rules.quick_repeats if self.quick else self.rules.repeats)
+        repeats = case.event.repeats or self.rules.repeats
+        if self.quick:
+            repeats = min(repeats, self.rules.quick_repeats)
         for _ in range(repeats):     # candidate and reference batches alternate
             seconds, calls, failed = self._timed_batch(worker, case, calls, cap, verify=True)
             if failed:

@@ -23,12 +23,12 @@ MEMORY_KIND = "memory"
 @dataclasses.dataclass(frozen=True)
 class Rules:
     allow_blas: bool = False        # submissions may not call BLAS; the numpy reference is exempt
-    wall_time_s: float = 60.0       # per event and worker, unless the event sets time_budget_s
+    wall_time_s: float = 60.0       # per request to a worker, unless the event sets time_budget_s
     memory_mb: int = 2048           # per worker: RLIMIT_DATA plus resident-size polling
-    threads: int = 1                # threads a worker may use (OpenMP, BLAS)
+    threads: int = 1                # threads a worker may use (OpenMP, BLAS), unless the event sets threads
     min_batch_ms: float = 20.0      # the parent times batches of at least this long
     repeats: int = 5                # timed batches per case, unless the event sets repeats
-    quick_repeats: int = 3          # ... with --quick
+    quick_repeats: int = 3          # with --quick: at most this many (fewer if the event says so)
     tolerance_float32: float = 1e-4
     tolerance_float64: float = 1e-10
 
@@ -43,8 +43,9 @@ class Event:
     shapes: tuple                   # parameter dicts, smallest first
     dtypes: tuple
     workload: str | None = None     # the kernel a memory event measures
-    repeats: int | None = None
-    time_budget_s: float | None = None
+    repeats: int | None = None      # None: the rules' repeats
+    time_budget_s: float | None = None   # bounds each request to the worker; None: rules' wall_time_s
+    threads: int | None = None      # None: the rules' threads
     skip_backends: tuple = ()       # backends too slow for every shape of this event
     naive_shapes: int | None = None  # naive runs only the first `naive_shapes` shapes (or quick_shapes)
     quick_shapes: tuple | None = None
@@ -154,7 +155,8 @@ def _event(path, index, table, names) -> Event:
     if not isinstance(skip, list) or any(not isinstance(s, str) for s in skip):
         _fail(path, f"{where}.skip_backends", f"must be an array of backend names, got {skip!r}")
     optional = {}
-    for key, kind_of in (("repeats", int), ("naive_shapes", int), ("time_budget_s", float)):
+    for key, kind_of in (("repeats", int), ("naive_shapes", int), ("time_budget_s", float),
+                         ("threads", int)):
         if key in table:
             value = table[key]
             if kind_of is float and isinstance(value, int) and not isinstance(value, bool):
