@@ -100,7 +100,8 @@ cdef void im2col(const floating *img, Geometry g, floating *cols, floating *buf)
                     dst += g.ow
 
 
-DEF MAX_NR = 64   # widest GEMM sliver any micro-kernel uses (AVX-512 float32: 32)
+cdef enum:
+    MAX_NR = 64   # widest GEMM sliver any micro-kernel uses (AVX-512 float32: 32)
 
 
 cdef void im2col_packed(const floating *img, Geometry g, floating *bp,

@@ -80,13 +80,15 @@ def max_threads():
 #      4096 x 256 x 8 B = 8 MiB.
 # On the Xeon (Sapphire Rapids) these were written on, KC from 128 to 384 and
 # MC from 96 to 384 measured the same within run-to-run noise (float32 and
-# float64, 512 and 1024 cubed), which is why they are plain constants.
-DEF KC = 256
-DEF MC = 192      # a multiple of MR (8 on AVX-512, 6 otherwise)
-DEF NC = 4096     # a multiple of NR
+# float64, 512 and 1024 cubed), which is why they are plain constants
+# (C enum constants: compile-time constants to the C compiler, as DEF made them).
+cdef enum:
+    KC = 256
+    MC = 192      # a multiple of MR (8 on AVX-512, 6 otherwise)
+    NC = 4096     # a multiple of NR
 
-# Below this many multiply-adds a second thread costs more to wake than it saves.
-DEF PARALLEL_MIN_WORK = 128 * 128 * 128
+    # Below this many multiply-adds a second thread costs more to wake than it saves.
+    PARALLEL_MIN_WORK = 128 * 128 * 128
 
 
 cdef inline Py_ssize_t round_up(Py_ssize_t x, Py_ssize_t multiple) noexcept nogil:
@@ -211,10 +213,11 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         free(bp)
         return -1
 
-    cdef Py_ssize_t jc, pc, ic, jr, ir, nc, kc, mc, s, t
+    cdef Py_ssize_t jb, ib, jc, pc, ic, jr, ir, nc, kc, mc, s, t
     cdef const floating *b_sliver
     cdef bint add
-    for jc in range(0, n, NC):
+    for jb in range((n + NC - 1) // NC):     # (a C loop needs range() to step by a literal)
+        jc = jb * NC
         nc = min(<Py_ssize_t>NC, n - jc)
         pc = 0
         while pc < k:
@@ -226,7 +229,8 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                 jr = s * nr
                 pack_b(min(<Py_ssize_t>nr, nc - jr), kc, b + pc * rsb + (jc + jr) * csb,
                        rsb, csb, bp + jr * kc, nr)
-            for ic in range(0, m, MC):
+            for ib in range((m + MC - 1) // MC):
+                ic = ib * MC
                 mc = min(<Py_ssize_t>MC, m - ic)
                 for s in range((mc + mr - 1) // mr):
                     ir = s * mr
@@ -291,7 +295,8 @@ cdef int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         if by_columns:
             failures += -gemm_serial(m, size, k, a, rsa, csa, b + start * csb, rsb, csb,
                                      c + start * csc, rsc, csc, accumulate,
-                                     NULL if packed_b == NULL else packed_b + start * k)
+                                     <const floating *>NULL if packed_b == NULL
+                                     else packed_b + start * k)
         else:
             failures += -gemm_serial(size, n, k, a + start * rsa, rsa, csa, b, rsb, csb,
                                      c + start * rsc, rsc, csc, accumulate, packed_b)
