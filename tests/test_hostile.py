@@ -59,6 +59,7 @@ CAUGHT_AS = {
     "hostile_clock": ("violation", "clock-tampering"),
     "hostile_reference": ("violation", "harness-tampering"),
     "hostile_writer": ("violation", "protected-write"),
+    "hostile_ctypes_writer": ("violation", "protected-write: looked up open() through ctypes"),
     "hostile_fork_bomb": ("violation", "too-many-processes"),
     "hostile_thread_hog": ("violation", "thread-hog"),
     "hostile_memory_hog": ("memory", "memory limit"),
@@ -190,7 +191,7 @@ def test_a_submission_claiming_a_core_name_is_listed_with_the_error(hostile_run)
 
 
 def test_board_and_earlier_results_are_untouched(hostile_run):
-    forged = b'"hostile_writer": "rank 1"'     # what the writer appends to every file it finds
+    forged = b'"hostile_writer": "rank 1"'     # what both writers append to every file they find
     for path, data in hostile_run["protected"].items():
         if path.name == "README.md":    # the run renders the board anew; the worker may not
             assert forged not in path.read_bytes()

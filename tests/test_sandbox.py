@@ -6,7 +6,7 @@
   that cannot write our files; close() leaves no process behind, not even a
   grandchild that escaped into a session of its own.
 - rules: aliasing, tampering and writes outside the worker's folder are named;
-  ctypes lookups of BLAS (past the shim) are refused.
+  ctypes lookups of BLAS (past the shim) and of libc's file functions are refused.
 - the parent never runs submission code: `tinytorch compete` lists contestants
   without importing them (an import-time attack would run as the parent).
 """
@@ -100,21 +100,24 @@ CTYPES_SCRIPT = """
     attempt("dlopen", lambda: ctypes.CDLL(openblas))
     attempt("renamed", lambda: ctypes.CDLL({renamed!r}).scipy_cblas_sdot64_)
     attempt("handle", lambda: _ctypes.dlsym(ctypes.CDLL({renamed!r})._handle, "scipy_cblas_sgemm64_"))
+    attempt("libc-open", lambda: ctypes.CDLL(None).open)
+    attempt("libc-dlsym", lambda: ctypes.CDLL(None).dlsym)
     attempt("libc-getpid", lambda: ctypes.CDLL(None).getpid)
     print("recorded", ",".join(v.name for v in seen))
 """
 
 
 @pytest.mark.parametrize("allow_blas", [False, True])
-def test_ctypes_routes_around_the_shim_are_refused(tmp_path, allow_blas):
+def test_ctypes_routes_around_the_shim_and_the_write_guard_are_refused(tmp_path, allow_blas):
     script = CTYPES_SCRIPT.format(renamed=str(tmp_path / "libinnocent.so"))
     done = _python(script, blasguard.worker_env(os.environ, allow_blas=allow_blas))
     assert done.returncode == 0, done.stderr
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     blas = "allowed" if allow_blas else "blas"
     assert (lines["dlopen"], lines["renamed"], lines["handle"]) == (blas, blas, blas)
+    assert lines["libc-open"] == lines["libc-dlsym"] == "protected-write"
     assert lines["libc-getpid"] == "allowed"
-    assert lines["recorded"] == ",".join([blas] * 3 * (not allow_blas))
+    assert lines["recorded"].split(",") == [blas] * 3 * (not allow_blas) + ["protected-write"] * 2
 
 
 def _spawn(box, code, **kwargs):

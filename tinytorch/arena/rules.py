@@ -6,8 +6,8 @@ The parent is trusted and the worker is not, so nothing here is the only
 line of defence: the parent reads its own clock, computes the references and
 checks the outputs; the isolation in sandbox.py stops writes and limits
 resources. What the worker checks here (outputs that alias, tampered
-modules, attempts to write protected files, BLAS reached through ctypes)
-turns quiet cheating into a named failure instead of a lucky rank.
+modules, attempts to write protected files, BLAS or libc reached through
+ctypes) turns quiet cheating into a named failure instead of a lucky rank.
 """
 from __future__ import annotations
 
@@ -166,8 +166,9 @@ def guard_writes(allowed_dirs, on_violation) -> None:
 
     A submission has no business writing anywhere but its temporary folder;
     the results and the board are the files it would want to. An audit hook
-    cannot be removed once added; the unprivileged user of sandbox.py is what
-    stops writes that bypass Python (ctypes, C code).
+    cannot be removed once added. guard_ctypes refuses libc's file functions
+    through ctypes; the unprivileged user of sandbox.py (under root) is what
+    stops writes from C code and from child processes.
     """
     roots = [os.path.realpath(d) for d in allowed_dirs if d]
 
@@ -201,17 +202,24 @@ _BLAS_LIBRARY = re.compile(r"openblas|mkl|blis|blas|lapack", re.IGNORECASE)
 #: a BLAS routine however it is exported: sgemm_, cblas_dgemm, scipy_cblas_sdot64_, scipy_daxpy_.
 _BLAS_SYMBOL = re.compile(r"cblas_|^(?:scipy_)?[sdcz](?:gemm|gemv|dot|axpy|syrk|symm|trmm|trsm)",
                           re.IGNORECASE)
+#: libc functions that create, change or delete files, and the loader's own lookups (which
+#: would hand out any of them, or BLAS, without another audit event).
+_UNGUARDED_SYMBOL = re.compile(
+    r"_*(?:open|openat|creat|fopen|freopen|truncate|rename|renameat2?|unlink|unlinkat|remove"
+    r"|link|linkat|symlink|symlinkat|mkdir|mkdirat|rmdir|chmod|fchmodat|chown|lchown|fchownat"
+    r"|utimes?|utimensat|mknod|mknodat|syscall|dlopen|dlmopen|dlsym|dlvsym)(?:64)?(?:_2)?")
 
 
 def guard_ctypes(forbid_blas: bool, on_violation, harness_libraries=()) -> None:
-    """Refuse (and report) ctypes routes around the BLAS shim.
+    """Refuse (and report) ctypes routes around the BLAS shim and the write guard.
 
     Looking a BLAS routine up on the library's own handle
     (`ctypes.CDLL(numpy's openblas).scipy_cblas_sdot64_`) skips the preloaded
-    shim. It needs a `ctypes.dlopen` or `ctypes.dlsym` audit event, refused
-    here. Install it after the harness's own ctypes use (threadpoolctl, the
-    shim) and before the backend is imported: from then on every ctypes lookup
-    is the backend's.
+    shim, and libc's `open` through ctypes skips guard_writes (the only guard
+    when workers keep our user, without root). Both need a `ctypes.dlopen` or
+    `ctypes.dlsym` audit event, refused here. Install it after the harness's
+    own ctypes use (threadpoolctl, the shim) and before the backend is
+    imported: from then on every ctypes lookup is the backend's.
     `harness_libraries` are paths that are not BLAS despite their name (the shim).
     """
     exempt = {os.path.realpath(p) for p in harness_libraries}
@@ -236,6 +244,9 @@ def guard_ctypes(forbid_blas: bool, on_violation, harness_libraries=()) -> None:
         elif event in ("ctypes.dlsym", "ctypes.dlsym/handle") and len(args) >= 2:
             symbol = args[1] if isinstance(args[1], str) else ""
             library = getattr(args[0], "_name", None)
+            if _UNGUARDED_SYMBOL.fullmatch(symbol):
+                refuse("protected-write", f"looked up {symbol}() through ctypes; file and "
+                                          f"loader calls from C skip the write guard")
             if forbid_blas and (_BLAS_SYMBOL.search(symbol) or blas_library(library)):
                 refuse("blas", f"looked up {symbol or args[1]!r} in "
                                f"{library or 'a library handle'} through ctypes; the rules "

@@ -13,8 +13,9 @@ stderr instead, so it cannot corrupt a message. Requests (see wire.py):
 Every reply is {"ok": true, ...} or {"error": "...", "memory": bool}, plus
 "violation": NAME when the backend broke a rule (rules.py): called BLAS
 (counted by the preloaded blasguard shim) or looked it up through ctypes,
-returned aliased outputs, replaced the clock or harness code, or wrote
-outside its temporary folder. Rules are checked after loading and before every untimed request (stage, fetch), never
+returned aliased outputs, replaced the clock or harness code, wrote outside
+its temporary folder or looked up libc's file functions through ctypes. Rules
+are checked after loading and before every untimed request (stage, fetch), never
 inside the timed `run`. The worker leaves by os._exit, so no atexit hook or
 finaliser of a backend runs.
 """
@@ -79,7 +80,7 @@ class Session:
         self.blas_forbidden = blasguard.arm()
 
     def guard_ctypes(self):
-        """Refuse ctypes routes to BLAS when the rules forbid it."""
+        """Refuse ctypes routes to BLAS (when forbidden) and to libc's file functions."""
         rules.guard_ctypes(self.blas_forbidden, self.violations.append,
                            [blasguard.library_path()] if self.blas_forbidden else ())
 
