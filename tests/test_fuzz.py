@@ -7,6 +7,7 @@ against float64 references computed here, independently of tinytorch.
 """
 from __future__ import annotations
 
+import io
 import json
 import pickle
 
@@ -366,22 +367,134 @@ json_values = st.recursive(
     max_leaves=10)
 
 
-@FUZZ
-@given(doc=st.one_of(json_values, st.fixed_dictionaries(
+def _case(event, label, status="ok", ms=1.0):
+    case = {"event": event, "kind": "matmul", "workload": "matmul", "label": label,
+            "dtype": "float32", "params": {"m": 8}, "flops": 1024.0, "status": status}
+    if status == "ok":
+        timing = {"median": ms, "min": ms, "max": ms, "spread": 0.0, "samples": [ms],
+                  "calls_per_batch": 10}
+        case.update(time_ms=timing, reference_time_ms=dict(timing), gflops=1e-3 / ms,
+                    error=1e-7)
+    else:
+        case["reason"] = "wrong answer"
+    return case
+
+
+def _run_document(run_id):
+    """A small run file as `tinytorch compete` writes it: three references and two submissions."""
+    rows = {name: {"name": name, "spec": name, "reference": name not in ("alice", "bob"),
+                   "load_error": None, "complete": True, "finished": "2026-11-27T00:00:00+00:00",
+                   "cases": [_case("mm", "8x8x8", ms=ms), _case("mm", "16x16x16", status)]}
+            for name, ms, status in (("optimized", 1.0, "ok"), ("numpy", 0.5, "ok"),
+                                     ("naive", 50.0, "ok"), ("alice", 2.0, "ok"),
+                                     ("bob", 1.5, "wrong"))}
+    return {"schema_version": 1, "run_id": run_id, "shard": "1/2", "field": ["alice", "bob"],
+            "shard_backends": ["alice", "bob"], "quick": False, "complete": True,
+            "machine": {"cpu": "Example CPU", "cores": 2, "date": "2026-11-27T00:00:00+00:00",
+                        "blas": [{"internal_api": "openblas", "version": "0.3.27",
+                                  "architecture": "Haswell"}]},
+            "rules": {"allow_blas": False}, "events": [{"name": "mm", "kind": "matmul",
+                                                         "workload": None}],
+            "backends": rows}
+
+
+def _places(value, schema=()):
+    """(schema path, container, key) of every value inside a JSON document, nested ones too.
+
+    The schema path names the place with list indices and backend names left out,
+    so that `machine.date` is as likely to be damaged as one of the many case fields.
+    """
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, inner in items:
+        step = "*" if isinstance(key, int) or schema[-1:] == ("backends",) else key
+        yield (*schema, step), value, key
+        yield from _places(inner, (*schema, step))
+
+
+#: values of every JSON type, including the edge values of each.
+WRONG_TYPES = [None, False, 0, -1.5, 1e300, 10**400, "", "1/0", [], ["x"], [{}], {}, {"median": 0}]
+
+
+@st.composite
+def damaged_run(draw):
+    """A valid run document with one to three values replaced by random JSON or deleted."""
+    doc = _run_document("damaged")
+    for _ in range(draw(st.integers(1, 3))):
+        places = {}
+        for schema, container, key in _places(doc):
+            places.setdefault(schema, []).append((container, key))
+        container, key = draw(st.sampled_from(places[draw(st.sampled_from(sorted(places)))]))
+        if isinstance(container, dict) and draw(st.booleans()):
+            del container[key]
+        else:
+            container[key] = draw(st.one_of(st.sampled_from(WRONG_TYPES), json_values))
+    return doc
+
+
+def _consume(paths_and_docs):
+    """What `tinytorch leaderboard --csv` does with loaded files: merge, score, rank, print."""
+    from tinytorch.arena import merging, scoring
+    from tinytorch.arena.leaderboard_cmd import write_csv
+    for _, doc in paths_and_docs:
+        scoring.score_run(doc)
+    board = merging.merge(paths_and_docs)
+    write_csv(board, io.StringIO())
+    return board
+
+
+def test_the_undamaged_run_document_is_accepted_and_scored(tmp_path):
+    from tinytorch.arena import results
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_run_document("intact")))
+    board = _consume([(str(path), results.load(path))])
+    assert {r["name"]: r["ranked"] for r in board["rows"]} == {
+        "optimized": False, "numpy": False, "naive": False, "alice": True, "bob": False}
+
+
+@settings(FUZZ, max_examples=300)     # damaged_run has ~50 kinds of place to damage
+@given(doc=st.one_of(json_values, damaged_run(), st.fixed_dictionaries(
     {"schema_version": st.one_of(st.just(1), json_values)},
     optional={"run_id": json_values, "machine": json_values, "events": json_values,
               "backends": json_values})),
-    mangle=st.sampled_from(["none", "truncate", "bytes"]))
-def test_results_json_loads_or_names_the_file(tmp_path_factory, doc, mangle):
+    mangle=st.sampled_from(["none", "none", "truncate", "bytes"]))
+@example(doc={"schema_version": 1, "run_id": "x", "machine": {}, "events": [], "backends": [1]},
+         mangle="none")
+@example(doc={"schema_version": 1, "run_id": "x", "machine": "m", "events": [], "backends": {}},
+         mangle="none")
+def test_results_json_loads_and_scores_or_names_the_file(tmp_path_factory, doc, mangle):
+    """load(), then merging and scoring (alone and beside an intact file): a ResultsError or a board."""
     from tinytorch.arena import results
-    path = tmp_path_factory.mktemp("results") / "run.json"
+    folder = tmp_path_factory.mktemp("results")
+    path, intact = folder / "run.json", folder / "intact.json"
     text = json.dumps(doc)
     data = {"none": text.encode(), "truncate": text.encode()[:len(text) // 2],
             "bytes": b"\xff\xfe" + text.encode()}[mangle]
     path.write_bytes(data)
+    intact.write_text(json.dumps(_run_document("intact")))
     try:
         loaded = results.load(path)
     except results.ResultsError as exc:
         assert str(path) in str(exc)
         return
     assert isinstance(loaded, dict) and loaded["schema_version"] == results.SCHEMA_VERSION
+    _consume([(str(path), loaded)])
+    try:
+        _consume([(str(intact), results.load(intact)), (str(path), loaded)])
+    except results.ResultsError as exc:    # e.g. other events than the intact file: say which
+        assert path.name in str(exc)
+
+
+def test_leaderboard_names_the_file_and_key_of_a_damaged_run(tmp_path, capsys):
+    from tinytorch.cli import main
+    for doc, key in (({"schema_version": 1, "run_id": "x", "machine": {}, "events": [],
+                       "backends": [1]}, "backends"),
+                     ({"schema_version": 1, "run_id": "x", "machine": "m", "events": [],
+                       "backends": {}}, "machine")):
+        path = tmp_path / "run.json"
+        path.write_text(json.dumps(doc))
+        for csv in ([], ["--csv"]):
+            assert main(["leaderboard", str(path), "--board-dir", str(tmp_path / "board"),
+                         *csv]) == 2
+            message = capsys.readouterr().err
+            assert str(path) in message and f"{key} must be an object" in message, message

@@ -155,7 +155,95 @@ def load(path) -> dict:
     if doc["schema_version"] != SCHEMA_VERSION:
         raise ResultsError(f"{path} has schema version {doc['schema_version']}; this "
                            f"tinytorch reads version {SCHEMA_VERSION}")
-    for key in ("run_id", "machine", "events", "backends"):
-        if key not in doc:
-            raise ResultsError(f"{path}: missing key {key!r}")
+    _check_fields(path, "", doc, _DOCUMENT)
+    _check_fields(path, "machine", doc["machine"], _MACHINE)
+    for i, entry in enumerate(doc["machine"].get("blas") or ()):
+        _check_fields(path, f"machine.blas[{i}]", entry, _BLAS)
+    for i, event in enumerate(doc["events"]):
+        _check_fields(path, f"events[{i}]", event, _EVENT)
+    for name, row in doc["backends"].items():
+        _check_fields(path, f"backends[{name!r}]", row, _ROW)
+        for i, case in enumerate(row.get("cases", ())):
+            _check_fields(path, f"backends[{name!r}].cases[{i}]", case, _CASE)
     return doc
+
+
+# ------------------------------------------------------------------ what load() checks
+# The keys merging, scoring and the board read, with the JSON types they rely on:
+# a hand-edited or truncated-then-patched file is refused here, naming file and key,
+# instead of failing deep inside the board.
+
+def _finite(value) -> bool:
+    """A finite JSON number (true and false are not numbers here)."""
+    try:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) \
+            and math.isfinite(value)
+    except OverflowError:             # an integer too large for a float
+        return False
+
+
+def _shard(value) -> bool:
+    match = isinstance(value, str) and re.fullmatch(r"([0-9]{1,5})/([0-9]{1,5})", value)
+    return bool(match) and 1 <= int(match[1]) <= int(match[2])
+
+
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_TEXT_OR_NULL = (lambda v: v is None or isinstance(v, str), "a string or null")
+_OBJECT = (lambda v: isinstance(v, dict), "an object")
+_OBJECTS = (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+            "a list of objects")
+_OBJECTS_OR_NULL = (lambda v: v is None or _OBJECTS[0](v), "a list of objects or null")
+_TEXTS_OR_NULL = (lambda v: v is None or isinstance(v, list) and all(isinstance(x, str) for x in v),
+                  "a list of strings or null")
+_COUNT_OR_NULL = (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool),
+                  "an integer or null")
+_NUMBER = (_finite, "a finite number")
+_NUMBER_OR_NULL = (lambda v: v is None or _finite(v), "a finite number or null")
+_SHARD_OR_NULL = (lambda v: v is None or _shard(v), "null or 'K/N' with 1 <= K <= N")
+#: a median time in ms outside this range is no measurement (and would overflow a score).
+_PLAUSIBLE_MS = (1e-9, 1e12)
+_TIMING_OR_NULL = (lambda v: v is None or isinstance(v, dict) and _finite(v.get("median"))
+                   and _PLAUSIBLE_MS[0] <= v["median"] <= _PLAUSIBLE_MS[1],
+                   f"null or an object whose 'median' is a time from {_PLAUSIBLE_MS[0]:g} to "
+                   f"{_PLAUSIBLE_MS[1]:g} ms")
+
+#: key -> (required, (check, what it must be)), one table per level of a run document.
+_DOCUMENT = {"run_id": (True, _TEXT), "machine": (True, _OBJECT), "events": (True, _OBJECTS),
+             "backends": (True, _OBJECT), "rules": (False, _OBJECT), "shard": (False, _SHARD_OR_NULL),
+             "field": (False, _TEXTS_OR_NULL), "shard_backends": (False, _TEXTS_OR_NULL)}
+_MACHINE = {"cpu": (False, _TEXT_OR_NULL), "cores": (False, _COUNT_OR_NULL),
+            "date": (False, _TEXT_OR_NULL), "blas": (False, _OBJECTS_OR_NULL)}
+_BLAS = {key: (False, _TEXT_OR_NULL) for key in ("internal_api", "version", "architecture")}
+_EVENT = {"name": (True, _TEXT), "kind": (True, _TEXT), "workload": (False, _TEXT_OR_NULL)}
+_ROW = {"name": (True, _TEXT), "cases": (False, _OBJECTS), "finished": (False, _TEXT_OR_NULL)}
+_CASE = {"event": (True, _TEXT), "label": (True, _TEXT), "dtype": (True, _TEXT),
+         "status": (True, _TEXT), "gflops": (False, _NUMBER),
+         "memory_mb": (False, _NUMBER_OR_NULL), "time_ms": (False, _TIMING_OR_NULL),
+         "reference_time_ms": (False, _TIMING_OR_NULL)}
+
+
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+               type(None): "null"}
+
+
+def _json_type(value) -> str:
+    """What a JSON value is, for a message; a list says what it holds."""
+    name = _JSON_TYPES.get(type(value), "a number")
+    if isinstance(value, list) and value:
+        name += " holding " + " and ".join(sorted({_JSON_TYPES.get(type(x), "a number")
+                                                   for x in value}))
+    return name
+
+
+def _check_fields(path, where, mapping, fields) -> None:
+    """ResultsError naming `path` and the first key of `mapping` that `fields` refuses."""
+    if not isinstance(mapping, dict):
+        raise ResultsError(f"{path}: {where} must be an object, not {_json_type(mapping)}")
+    for key, (required, (check, wanted)) in fields.items():
+        name = f"{where}.{key}" if where else key
+        if key not in mapping:
+            if required:
+                raise ResultsError(f"{path}: missing key {name!r}")
+        elif not check(mapping[key]):
+            raise ResultsError(f"{path}: {name} must be {wanted}, not "
+                               f"{_json_type(mapping[key])}")
