@@ -13,6 +13,7 @@ from tinytorch.arena import results
 from tinytorch.arena.compete import new_document, run_competition
 from tinytorch.arena.competition import Arena, Contestant
 from tinytorch.arena.events import load_events
+from tinytorch.arena.merging import merge
 from tinytorch.arena.scoring import PENALTY, score_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -141,6 +142,24 @@ def test_the_run_file_round_trips(run_doc):
     assert set(loaded["backends"]) == set(doc["backends"])
     assert score_run(loaded)["Good"]["score"] == pytest.approx(score_run(doc)["Good"]["score"])
     assert loaded["machine"]["cpu"] and loaded["machine"]["python"]
+
+
+def test_the_run_file_holds_each_backends_scores_of_this_run(run_doc):
+    """Ratios, score and unranked reason are in the file; the board still scores raw times."""
+    _, path = run_doc
+    loaded = results.load(path)
+    for name, scored in score_run(loaded).items():
+        stored = loaded["backends"][name]["single_run_scores"]
+        assert stored == {key: scored[key] for key in ("events", "score", "ranked", "unranked_reason")}
+    good, raises = (loaded["backends"][n]["single_run_scores"] for n in ("Good", "Raises"))
+    assert good["ranked"] and good["score"] > 0 and set(good["events"]) == {"matmul", "conv2d", "memory"}
+    assert good["events"]["matmul"] > 0
+    assert not raises["ranked"] and "this kernel is not written yet" in raises["unranked_reason"]
+    assert loaded["backends"]["optimized"]["single_run_scores"]["score"] == pytest.approx(1.0)
+
+    score, good["score"] = good["score"], 1e9      # a stale or edited copy is never read
+    board = merge([(path, loaded)])
+    assert [r["score"] for r in board["rows"] if r["name"] == "Good"] == [pytest.approx(score)]
 
 
 def test_a_stale_build_is_named_with_the_command_that_rebuilds_it(tmp_path, monkeypatch, capsys):
