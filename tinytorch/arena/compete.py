@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import results, slurm
 from .competition import REFERENCE, Arena, Contestant, cases_for, skipped_cases
 from .events import EventsFileError, load_events
-from .scoring import score_run
+from .scoring import best_blas_gflops, score_backend
 from .sharding import candidates, file_stem, shard_argument
 
 REFERENCES = (REFERENCE, "numpy", "naive")    # run in every run, first
@@ -151,22 +151,21 @@ def _run_phases(arena, doc, path, todo, jobs):
         row["seconds"] = {"check": check_seconds, "time": time.perf_counter() - started}
         row["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         doc["backends"][contestant.name] = row
-        store_single_run_scores(doc)
+        row["single_run_scores"] = single_run_scores(doc, contestant.name)
         results.write_atomic(path, doc)
 
 
-def store_single_run_scores(doc) -> None:
-    """Write into every row its per-event ratios, score and unranked reason, as this run alone
-    gives them (against this run's or shard's references), for whoever reads the file.
+def single_run_scores(doc, name) -> dict:
+    """Per-event ratios, score and unranked reason of one row, as this run alone gives them.
 
-    This is the single-run view, a copy: the board never reads it. merging.py (the
-    board, `tinytorch leaderboard`) re-scores every file from its raw times with
-    scoring.score_run, so the raw times stay the one source of truth. Every row is
-    re-scored at each save, since a later row (naive, numpy) adds ratios to earlier ones.
+    The single-run view, a copy for whoever reads the file: the board never reads it.
+    merging.py (the board, `tinytorch leaderboard`) re-scores every file from its raw
+    times with scoring.score_run, so the raw times stay the one source of truth. A row
+    is scored once, when it finishes (a finished row is never rewritten); the references
+    it is scored against (optimized, numpy: the impossible-time limit) run first.
     """
-    for name, scored in score_run(doc).items():
-        doc["backends"][name]["single_run_scores"] = {
-            key: scored[key] for key in ("events", "score", "ranked", "unranked_reason")}
+    scored = score_backend(doc["backends"][name], doc, best_blas_gflops(doc))
+    return {key: scored[key] for key in ("events", "score", "ranked", "unranked_reason")}
 
 
 def summary_table(board) -> str:
