@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import skip_or_fail
 from tinytorch.arena import results
 from tinytorch.cli import main
 
@@ -40,6 +41,10 @@ def _compete(*args, cwd):
 @pytest.mark.slow    # ~1-2 minutes on 2 cores: every event and backend (CI runs it)
 def test_quick_competition_writes_a_ranked_board(tmp_path):
     """The README's main command, with --quick, over every registered backend."""
+    from tinytorch.backends.registry import list_backends
+    if not {"alice", "bob"} <= {r.name for r in list_backends(load=False)}:
+        skip_or_fail("the submissions alice and bob are not installed "
+                     "(pip install -e submissions/alice -e submissions/bob)")
     done = _compete("--quick", "--jobs", "2", "--config", REPO / "leaderboard" / "events.toml",
                     "--results-dir", tmp_path / "results", "--board-dir", tmp_path / "board",
                     cwd=tmp_path)
@@ -53,6 +58,14 @@ def test_quick_competition_writes_a_ranked_board(tmp_path):
     for name in doc["backends"]:
         assert f"| {name} |" in readme and name in html
     assert "| ref | optimized | 1 |" in readme        # the reference scores exactly 1
+    # The ranked table: | rank | backend | score | ...; the submissions rank, best score first.
+    table = re.findall(r"^\| (\S+) \| (\S+) \| (\S+) \|", readme.split("## Per event")[0], re.M)
+    ranked = [(int(rank), name, float(score)) for rank, name, score in table if rank.isdigit()]
+    assert {"alice", "bob"} <= {name for _, name, _ in ranked}, table
+    assert [rank for rank, _, _ in ranked] == list(range(1, len(ranked) + 1)), table
+    assert [score for _, _, score in ranked] == sorted((s for _, _, s in ranked), reverse=True)
+    for name in ("alice", "bob"):
+        assert doc["backends"][name]["single_run_scores"]["ranked"], doc["backends"][name]
     assert "<svg" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)   # nothing to fetch: works offline
     assert "rank" in done.stdout and "optimized" in done.stdout
