@@ -44,19 +44,25 @@ def backend_name(backend) -> str:
 
 # ---------------------------------------------------------------- input checks
 
-def _as_float_arrays(op, *arrays):
+def _as_float_arrays(op, first, second):
     """Both float32 or both float64, C-contiguous; anything else is a TypeError.
 
-    On every kernel call, so it stays lean: no copies, no lists beyond the one returned.
+    On every kernel call, so written as plain statements (a comprehension or
+    generator costs more than the checks themselves); no copy unless needed.
     """
-    arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
-    dtype = arrays[0].dtype
-    if dtype not in FLOAT_DTYPES or any(a.dtype != dtype for a in arrays[1:]):
+    if type(first) is not np.ndarray:
+        first = np.asarray(first)
+    if type(second) is not np.ndarray:
+        second = np.asarray(second)
+    if first.dtype not in FLOAT_DTYPES or second.dtype != first.dtype:
         raise TypeError(
-            f"{op}: inputs must be both float32 or both float64, got "
-            f"{', '.join(str(a.dtype) for a in arrays)}; convert first, e.g. "
-            f"x.astype(np.float32)")
-    return [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
+            f"{op}: inputs must be both float32 or both float64, got {first.dtype}, "
+            f"{second.dtype}; convert first, e.g. x.astype(np.float32)")
+    if not first.flags.c_contiguous:
+        first = np.ascontiguousarray(first)
+    if not second.flags.c_contiguous:
+        second = np.ascontiguousarray(second)
+    return first, second
 
 
 def _check_ndim(op, what, array, ndim, layout):
@@ -160,7 +166,7 @@ _VALIDATORS = {
 
 # ---------------------------------------------------------------- output check
 
-def _check_output(backend, op, out, shape, dtype, inputs):
+def _check_output(backend, op, out, shape, first, second):
     """Accept the kernel's result or raise BackendError naming the backend."""
     if not isinstance(out, np.ndarray):
         raise BackendError(f"backend {backend_name(backend)!r}: {op} returned "
@@ -168,10 +174,11 @@ def _check_output(backend, op, out, shape, dtype, inputs):
     if out.shape != shape:
         raise BackendError(f"backend {backend_name(backend)!r}: {op} returned shape "
                            f"{out.shape}, expected {shape}")
-    for a in inputs:
-        if out is a or np.may_share_memory(out, a):
-            raise BackendError(f"backend {backend_name(backend)!r}: {op} returned an array "
-                               f"that shares memory with one of its inputs; return a new array")
+    if out is first or out is second or np.may_share_memory(out, first) \
+            or np.may_share_memory(out, second):
+        raise BackendError(f"backend {backend_name(backend)!r}: {op} returned an array "
+                           f"that shares memory with one of its inputs; return a new array")
+    dtype = first.dtype
     if out.dtype != dtype:
         # The course's own naive code accumulates into np.zeros(...) (float64)
         # for float32 inputs: a wider float is cast back, anything else is wrong.
@@ -199,12 +206,11 @@ def _checked(op, raw):
             bound.apply_defaults()
             args = bound.args[1:]
         args, shape = validate(*args)
-        arrays = [a for a in args if type(a) is np.ndarray]
-        dtype = arrays[0].dtype
-        if 0 in shape or not all(a.size for a in arrays):
+        first, second = args[0], args[1]      # every operation's two arrays come first
+        if 0 in shape or not first.size or not second.size:
             # Empty sums are zero; no kernel needs to handle size 0.
-            return np.zeros(shape, dtype=dtype)
-        return _check_output(self, op, raw(self, *args), shape, dtype, arrays)
+            return np.zeros(shape, dtype=first.dtype)
+        return _check_output(self, op, raw(self, *args), shape, first, second)
 
     operation.__tinytorch_unchecked__ = raw
     return operation
