@@ -192,13 +192,15 @@ def _check_output(backend, op, out, shape, first, second):
 def _checked(op, raw):
     """Wrap one operation with its validation; applied once per class attribute."""
     validate = _VALIDATORS[op]
+    signature = None        # read on the first keyword call: not every callable has one
 
     @functools.wraps(raw)
     def operation(self, *args, **kwargs):
+        nonlocal signature
         if kwargs:
+            signature = signature or inspect.signature(raw)
             # Keywords use the backend's own parameter names (the course's are
             # `input` and `kernel`); the checks and the kernel take positions.
-            signature = inspect.signature(raw)
             try:
                 bound = signature.bind(self, *args, **kwargs)
             except TypeError as exc:

@@ -33,18 +33,14 @@ def stale_sources(package_dir: str) -> list[str]:
     A `.pyx` is compared with its own extension; a `.pxd` or `.h` with the
     oldest extension in the package, since any of them may include it.
     """
-    def files(*suffixes):
-        return [p for p in glob.glob(os.path.join(package_dir, "**", "*"), recursive=True)
-                if p.endswith(suffixes)]
-
-    built = files(".so", ".pyd")
+    paths = glob.glob(os.path.join(package_dir, "**", "*"), recursive=True)
+    built = [p for p in paths if p.endswith((".so", ".pyd"))]
     if not built:
         return []
     oldest = min(os.path.getmtime(p) for p in built)
-    stale = [p for p in files(*SHARED_SOURCES) if os.path.getmtime(p) > oldest]
-    for pyx in files(".pyx"):
-        own = [p for p in built if os.path.basename(p).split(".")[0] ==
-               os.path.basename(pyx)[:-len(".pyx")] and os.path.dirname(p) == os.path.dirname(pyx)]
+    stale = [p for p in paths if p.endswith(SHARED_SOURCES) and os.path.getmtime(p) > oldest]
+    for pyx in (p for p in paths if p.endswith(".pyx")):
+        own = [p for p in glob.glob(pyx[:-len(".pyx")] + ".*") if p.endswith((".so", ".pyd"))]
         if own and os.path.getmtime(pyx) > max(os.path.getmtime(p) for p in own):
             stale.append(pyx)
     return sorted(stale)
