@@ -142,3 +142,12 @@ def test_transformer_rejects_bad_ids():
         model(np.zeros(4, dtype=np.int64))
     with pytest.raises(ValueError, match=r"ids must be in \[0, 9\)"):
         model(np.full((1, 4), 9))
+
+
+def test_mlp_activation_is_a_module_class():
+    gelu = tinytorch.build_mlp(in_features=4, hidden_sizes=(3, 3), num_classes=2,
+                               activation=nn.GELU)
+    assert sum(isinstance(m, nn.GELU) for m in gelu.modules()) == 2
+    assert not any(isinstance(m, nn.ReLU) for m in gelu.modules())
+    with pytest.raises(TypeError, match=r"activation=.*Module class.*'relu'"):
+        tinytorch.build_mlp(in_features=4, hidden_sizes=(3,), activation="relu")

@@ -16,6 +16,9 @@ def build_mlp(in_features=3 * 32 * 32, hidden_sizes=(512, 256), num_classes=10, 
     Input: (N, in_features) or anything that flattens to it, e.g. (N, 3, 32, 32).
     Output: logits (N, num_classes). `activation` is a Module class (ReLU, GELU, Tanh...).
     """
+    if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
+        raise TypeError(f"build_mlp(activation=...) takes a Module class such as nn.ReLU or "
+                        f"nn.GELU, got {activation!r}")
     layers, width = [nn.Flatten()], in_features
     for hidden in hidden_sizes:
         layers += [nn.Linear(width, hidden), activation()]
