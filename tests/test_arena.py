@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.plugins import add_distribution, python, readable_by_all
 from tinytorch.arena import results
 from tinytorch.arena.compete import new_document, run_competition
 from tinytorch.arena.competition import Arena, Contestant
@@ -72,7 +73,8 @@ def run_doc(tmp_path_factory):
     folder = tmp_path_factory.mktemp("arena")
     rules, events = load_events(_events_file(folder))
     contestants = [Contestant(name, name, True) for name in ("optimized", "numpy", "naive")]
-    contestants += [Contestant(name, f"arena_backends:{name}") for name in ["Good", *BROKEN]]
+    contestants += [Contestant(name, f"arena_backends:{name}", explicit=True)
+                    for name in ["Good", *BROKEN]]
     doc = new_document(rules, events, quick=True)
     path = results.run_path(folder / "results", doc["run_id"])
     results.create(path, doc)
@@ -162,25 +164,27 @@ def test_the_run_file_holds_each_backends_scores_of_this_run(run_doc):
     assert [r["score"] for r in board["rows"] if r["name"] == "Good"] == [pytest.approx(score)]
 
 
-def test_a_stale_build_is_named_with_the_command_that_rebuilds_it(tmp_path, monkeypatch, capsys):
-    """A .pyx edited after its extension was built: compete says so, naming `pip install -e`."""
+def test_a_stale_build_is_named_with_the_command_that_rebuilds_it(tmp_path):
+    """A .pyx edited after its extension was built: compete says so, naming `pip install -e`,
+    from file times alone (the parent never imports a submission)."""
     project = tmp_path / "stale_project"
     package = project / "stale_kernels"
     package.mkdir(parents=True)
     (project / "pyproject.toml").write_text("[project]\nname = 'stale-kernels'\n")
-    (package / "__init__.py").write_text("from arena_backends import Good\n\n\nclass Backend(Good):\n    pass\n")
+    (package / "__init__.py").write_text("raise SystemExit('never imported by the parent')\n")
     built = package / "_kernels.cpython-311-x86_64-linux-gnu.so"
     built.write_bytes(b"")
     (package / "_kernels.pyx").write_text("# edited after the build\n")
     os.utime(built, (1, 1))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(project), str(FIXTURES)]))
-    rules, events = load_events(_events_file(tmp_path))
-    arena = Arena(rules, events[:1], quick=True)
-    worker = arena.start(Contestant("stale", "stale_kernels:Backend"))
-    worker.close()
-    err = capsys.readouterr().err
-    assert "backend 'stale' is a stale build" in err
-    assert f"pip install -e {project}" in err
+    site = add_distribution(tmp_path / "site", "stale-kernels", {"stale": "stale_kernels:Backend"})
+    done = python("""
+        from tinytorch.arena.compete import contestants
+        (stale,) = [c for c in contestants(["stale"]) if c.name == "stale"]
+        print(stale.provenance["stale"])
+    """, site, project)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"pip install -e {project}"
+    assert "warning: backend stale is a stale build" in done.stderr
 
 
 HANGING = {   # module -> its source: a backend whose import hangs, one whose every call hangs
@@ -218,6 +222,7 @@ def test_a_hanging_backend_is_waited_for_once_not_once_per_case(tmp_path, monkey
                                                                  module, workers, words):
     """One hang costs one wall time: a failed load fails every case, a timeout its event."""
     (tmp_path / f"{module}.py").write_text(HANGING[module])
+    readable_by_all(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(FIXTURES)]))
     (tmp_path / "events.toml").write_text(HANG_EVENTS)
     rules, events = load_events(tmp_path / "events.toml")
@@ -225,7 +230,7 @@ def test_a_hanging_backend_is_waited_for_once_not_once_per_case(tmp_path, monkey
     started, start = [], arena.start
     monkeypatch.setattr(arena, "start", lambda *a: started.append(a) or start(*a))
     began = time.monotonic()
-    rows = arena.check(Contestant(module, f"{module}:Backend"))
+    rows = arena.check(Contestant(module, f"{module}:Backend", explicit=True))
     elapsed = time.monotonic() - began
     assert len(rows) == 10 and len(started) == workers
     # Waiting once per case would take 10 x 4 s; once per worker leaves plenty of room.
@@ -282,11 +287,12 @@ class Backend(Good):
 
 def test_an_events_own_threads_time_budget_and_repeats_override_the_rules(tmp_path, monkeypatch):
     (tmp_path / "reports_limits.py").write_text(REPORTS_LIMITS)
+    readable_by_all(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(FIXTURES)]))
     (tmp_path / "events.toml").write_text(OVERRIDE_EVENTS)
     rules, events = load_events(tmp_path / "events.toml")
     arena = Arena(rules, events)
-    rows = {r["event"]: r for r in arena.check(Contestant("limits", "reports_limits:Backend"))}
+    rows = {r["event"]: r for r in arena.check(Contestant("limits", "reports_limits:Backend", explicit=True))}
     assert rows["rules' limits"]["reason"].startswith("raised ValueError: OMP_NUM_THREADS=1 ")
     assert rows["own limits"]["reason"].startswith("raised ValueError: OMP_NUM_THREADS=2 ")
     assert rows["own budget"]["status"] == "timeout"

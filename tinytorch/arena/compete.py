@@ -14,7 +14,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import results, slurm
+from . import results, sandbox, slurm
+from ..backends.registry import display_name, quoted_name
+from ..backends.staleness import stale_rebuild_command_at, stale_warning, top_package_dir
+from .submission_files import files_hash, forbidden_imports
 from .competition import REFERENCE, Arena, Contestant, cases_for, skipped_cases
 from .events import EventsFileError, load_events
 from .scoring import best_blas_gflops, score_backend
@@ -44,19 +47,37 @@ def add_arguments(parser):
                              "board (merge the shards with `tinytorch leaderboard`)")
     parser.add_argument("--run-id", type=results.run_id_argument, metavar="RUN_ID",
                         help="name a new run (the shards of one run share it)")
+    parser.add_argument("--unsandboxed", action="store_true",
+                        help="run workers without the bubblewrap sandbox: for a field you trust "
+                             "completely; the board says so")
     slurm.add_arguments(parser)
 
 
 def _record_contestant(record, shared_name: bool) -> Contestant:
-    """A registry record as a contestant; a losing claim to a shared name is listed apart."""
+    """A registry record as a contestant; a losing claim to a shared name is listed apart.
+
+    The parent reads the submission's files (hash, static check) with caps and
+    never imports it. A compiled extension importing what the rules forbid is
+    a violation found before any of its code runs.
+    """
     failed = record.status == "error"
     name = f"{record.name} ({record.distribution})" if failed and shared_name else record.name
+    core = record.origin == "core"
+    forbidden = [] if core else forbidden_imports(record.location)
+    module = (record.entry_point or "").partition(":")[0].strip()
+    stale = stale_rebuild_command_at(top_package_dir(record.location, module)) if module else None
     provenance = {"distribution": record.distribution, "version": record.version,
                   "entry_point": record.entry_point, "origin": record.origin,
-                  "location": record.location, "files_sha256": results.files_hash(record.location),
-                  "load_error": record.error if failed else None}
-    return Contestant(name, record.name, record.origin == "core" and record.name in REFERENCES,
-                      provenance)
+                  "location": record.location, "files_sha256": files_hash(record.location),
+                  "load_error": record.error if failed else None,
+                  "violation": (f"rule violation: forbidden-symbols: {'; '.join(forbidden)}"
+                                if forbidden else None),
+                  "stale": stale}
+    return Contestant(name, record.name, core and record.name in REFERENCES, provenance)
+
+
+class UnknownBackend(ValueError):
+    """A backend name that nothing registers (the message lists the registered ones)."""
 
 
 def contestants(selected: list[str] | None) -> list[Contestant]:
@@ -73,12 +94,16 @@ def contestants(selected: list[str] | None) -> list[Contestant]:
         matching = [r for r in records if r.name == name]
         if matching:
             out += [_record_contestant(r, len(matching) > 1) for r in matching]
-        elif ":" in name:
-            out.append(Contestant(name, name, False, {"origin": "module spec"}))
+        elif ":" in name:      # the instructor's own "module:Class", never a registered name
+            out.append(Contestant(name, name, False, {"origin": "module spec"}, explicit=True))
         else:
-            raise SystemExit(f"tinytorch compete: unknown backend {name!r}; registered: "
-                             f"{', '.join(sorted({r.name for r in records}))}")
-    return out    # a stale build is reported by the worker that loads it (competition.Arena.start)
+            raise UnknownBackend(f"unknown backend {quoted_name(name)}; registered: "
+                                 f"{', '.join(sorted(display_name(r.name) for r in records))}")
+    for contestant in out:
+        if contestant.provenance.get("stale"):
+            print(stale_warning(display_name(contestant.name), contestant.provenance["stale"]),
+                  file=sys.stderr)
+    return out
 
 
 def _select_events(events, names):
@@ -92,12 +117,42 @@ def _select_events(events, names):
     return [e for e in events if e.name in wanted]
 
 
-def new_document(rules, events, quick: bool) -> dict:
-    """An empty run document: what was run, where, and under which rules."""
+def new_document(rules, events, quick: bool, isolation: dict | None = None) -> dict:
+    """An empty run document: what was run, where, under which rules and which isolation."""
     return {"schema_version": results.SCHEMA_VERSION, "run_id": results.new_run_id(),
             "machine": results.machine_description(), "quick": quick,
+            "isolation": isolation or isolation_record(True),
+            "blas_gflops": blas_gflops(rules.threads),
             "rules": dataclasses.asdict(rules), "events": [e.to_dict() for e in events],
             "backends": {}, "complete": False}
+
+
+def blas_gflops(threads: int, size: int = 512) -> dict:
+    """The parent's own BLAS rate (numpy, `threads` threads) on a size^3 matmul per dtype:
+    the ceiling the board draws and twice of which is an impossible time."""
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    rates = {}
+    with threadpool_limits(threads):
+        for dtype in ("float32", "float64"):
+            a = np.random.default_rng(0).random((size, size)).astype(dtype)
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                a @ a
+                best = min(best, time.perf_counter() - start)
+            rates[dtype] = 2.0 * size ** 3 / best / 1e9
+    return rates
+
+
+def isolation_record(sandboxed: bool) -> dict:
+    """How the run's workers were confined, as the board reports it."""
+    if not sandboxed:
+        return {"sandboxed": False, "tool": None, "mode": None}
+    return {"sandboxed": True, "tool": sandbox.check_available(),
+            "mode": "root" if os.geteuid() == 0 else "user"}
 
 
 def _start_document(args, rules, events):
@@ -109,7 +164,7 @@ def _start_document(args, rules, events):
             raise results.ResultsError(f"{path} was run with other events or another --quick "
                                        f"setting; resume with the same config and flags")
         return path, doc
-    doc = new_document(rules, events, args.quick)
+    doc = new_document(rules, events, args.quick, isolation_record(not args.unsandboxed))
     doc["run_id"] = args.run_id or doc["run_id"]
     doc["shard"] = str(args.shard) if args.shard else None
     path = results.run_path(args.results_dir, file_stem(doc["run_id"], args.shard))
@@ -132,7 +187,8 @@ def run_competition(arena, doc, path, todo, jobs):
 def _run_phases(arena, doc, path, todo, jobs):
     def check(contestant):
         started = time.perf_counter()
-        rows = None if contestant.provenance.get("load_error") else arena.check(contestant)
+        blocked = contestant.provenance.get("load_error") or contestant.provenance.get("violation")
+        rows = None if blocked else arena.check(contestant)
         return rows, time.perf_counter() - started
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -182,6 +238,42 @@ def summary_table(board) -> str:
     return "\n".join(lines)
 
 
+def bench(contestant: Contestant, config, quick: bool, isolate: bool) -> int:
+    """`tinytorch check NAME --bench`: the board's events and rules for one backend beside
+    the references, run by the same code as `tinytorch compete`; prints its per-event
+    ratios as the board would score them. Writes nothing the course keeps."""
+    import tempfile
+
+    from tqdm import tqdm
+    try:
+        rules, events = load_events(config)
+    except EventsFileError as exc:
+        print(f"tinytorch check --bench: {exc}", file=sys.stderr)
+        return 2
+    field = [c for c in contestants([]) if c.reference] + [contestant]
+    doc = new_document(rules, events, quick, isolation_record(isolate))
+    total = sum(2 * len(cases_for(events, c.name, quick)) for c in field)
+    with tempfile.TemporaryDirectory() as folder, \
+            tqdm(total=total, desc="bench", unit="case", file=sys.stderr) as bar:
+        arena = Arena(rules, events, quick, advance=lambda: bar.update(1), isolate=isolate)
+        try:
+            run_competition(arena, doc, results.run_path(folder, doc["run_id"]), field, jobs=1)
+        finally:
+            arena.close()
+    scored = score_backend(doc["backends"][contestant.name], doc, best_blas_gflops(doc))
+    print(f"\nthe board's events{' (--quick)' if quick else ''}, {rules.threads} thread(s), "
+          f"as `tinytorch compete` scores them (t_optimized / t_{contestant.name}, higher is "
+          f"better; the memory event compares peak memory):")
+    for event in events:
+        ratio = scored["events"].get(event.name)
+        print(f"  {event.name:<24} {'-' if ratio is None else f'{ratio:.3g}x':>9}")
+    if scored["unranked_reason"]:
+        print(f"unranked: {scored['unranked_reason']}")
+    else:
+        print(f"score: {scored['score']:.3f} (the optimized reference scores 1.000)")
+    return 0
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -193,8 +285,20 @@ def run(args) -> int:
         print(f"tinytorch compete: {exc}", file=sys.stderr)
         return 2
     events = _select_events(events, args.events)
+    if not args.unsandboxed and args.emit_slurm is None:
+        try:
+            sandbox.check_available()
+        except sandbox.SandboxUnavailable as exc:
+            print(f"tinytorch compete: refusing to run submissions without a sandbox: {exc}. "
+                  f"(For a field you trust completely, --unsandboxed runs without one.)",
+                  file=sys.stderr)
+            return 2
     selected = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    everyone = contestants(selected)
+    try:
+        everyone = contestants(selected)
+    except UnknownBackend as exc:
+        print(f"tinytorch compete: {exc}", file=sys.stderr)
+        return 2
     field = [c.name for c in everyone if not c.reference]
     if args.emit_slurm is not None:
         return slurm.emit(args, rules, events, REFERENCES, field)
@@ -210,9 +314,12 @@ def run(args) -> int:
         results.write_atomic(path, doc)
     todo = [c for c in everyone if not doc["backends"].get(c.name, {}).get("complete")]
     total = sum(2 * len(cases_for(events, c.name, args.quick)) for c in todo
-                if not c.provenance.get("load_error"))
+                if not (c.provenance.get("load_error") or c.provenance.get("violation")))
     with tqdm(total=total, desc="compete", unit="case", file=sys.stderr) as bar:
-        arena = Arena(rules, events, args.quick, advance=lambda: bar.update(1))
+        hidden = [args.results_dir, args.board_dir,
+                  *(c.location for c in everyone if c.location and not c.reference)]
+        arena = Arena(rules, events, args.quick, advance=lambda: bar.update(1),
+                      isolate=not args.unsandboxed, hidden_paths=hidden)
         try:
             run_competition(arena, doc, path, todo, args.jobs)
         finally:

@@ -22,14 +22,13 @@ import dataclasses
 import math
 import secrets
 import statistics
-import sys
-import time
 
 import numpy as np
 
 from .events import MEMORY_KIND, Event, Rules
 from .problems import PROBLEMS, has_nonfinite
-from .runner import Limits, Worker, WorkerFailure, spawn_worker
+from .runner import Worker, WorkerFailure, spawn_worker
+from .sandbox import Limits
 
 REFERENCE = "optimized"          # the backend every time is compared with
 STAGING_BYTES = 256 << 20        # most input/output bytes one timed batch may hold
@@ -38,9 +37,19 @@ STAGING_BYTES = 256 << 20        # most input/output bytes one timed batch may h
 @dataclasses.dataclass
 class Contestant:
     name: str                    # how the board lists it
-    spec: str                    # what the worker loads: a registered name or "module:Class"
+    spec: str                    # what the worker loads: a registered name, or "module:Class"
     reference: bool = False      # naive, numpy, optimized: baselines, never candidates
     provenance: dict = dataclasses.field(default_factory=dict)
+    explicit: bool = False       # `spec` is a "module:Class" the instructor gave, not a name
+
+    def load_request(self) -> dict:
+        """What the worker loads; a registered name is never parsed as "module:Class"."""
+        return ({"op": "load", "entry_point": self.spec} if self.explicit
+                else {"op": "load", "name": self.spec})
+
+    @property
+    def location(self) -> str | None:
+        return self.provenance.get("location")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +91,14 @@ class Arena:
     """The rules of one run and the workers they apply to."""
 
     def __init__(self, rules: Rules, events: list[Event], quick: bool = False,
-                 advance=lambda: None):
+                 advance=lambda: None, isolate: bool = True, hidden_paths=()):
         self.rules, self.events, self.quick, self.advance = rules, events, quick, advance
+        #: False only for --unsandboxed (a trusted field).
+        self.isolate = isolate
+        #: What no worker may see: the results, the board, every contestant's package
+        #: (a worker sees its own; see sandbox.py).
+        self.hidden_paths = tuple(hidden_paths)
         self._reference: Worker | None = None
-        self._warned_stale: set[str] = set()
 
     # ---------------------------------------------------------------- workers
 
@@ -99,17 +112,17 @@ class Arena:
         """A fresh worker with the backend loaded (WorkerFailure if it does not load)."""
         exempt = self.rules.allow_blas or (contestant.reference and contestant.spec == "numpy")
         limits = dataclasses.replace(self.limits(case), allow_blas=exempt)
-        worker = spawn_worker(limits)
+        own = [contestant.location] if contestant.location else []
         try:
-            reply, _ = worker.request({"op": "load", "spec": contestant.spec,
-                                       "threads": limits.threads})
+            worker = spawn_worker(limits, isolate=self.isolate, own_paths=own,
+                                  hidden_paths=[p for p in self.hidden_paths if p not in own])
+        except WorkerFailure as failure:
+            raise WorkerFailure(failure.status, f"could not start: {failure.reason}") from None
+        try:
+            worker.request(contestant.load_request())
         except WorkerFailure as failure:
             worker.close()
             raise WorkerFailure(failure.status, f"could not load backend: {failure.reason}") from None
-        if reply.get("stale") and contestant.name not in self._warned_stale:
-            self._warned_stale.add(contestant.name)
-            print(f"warning: backend {contestant.name!r} is a stale build (a .pyx is newer than "
-                  f"its compiled extension); rebuild with: {reply['stale']}", file=sys.stderr)
         return worker
 
     def _reusable(self, worker: Worker | None, case: Case) -> Worker | None:
@@ -122,22 +135,11 @@ class Arena:
         worker.close()
         return None
 
-    def _run(self, worker: Worker, case: Case, input_sets, timed=False):
-        """Stage input sets, run them (the parent reads the clock), fetch the outputs."""
-        problem, limit = case.problem, self.limits(case).wall_time_s
-        worker.request({"op": "stage", "kind": problem.kind, "params": case.params,
-                        "count": len(input_sets)},
-                       [a for inputs in input_sets for a in inputs], timeout=limit)
-        start = time.perf_counter()
-        worker.request({"op": "run"}, timeout=limit)
-        elapsed = time.perf_counter() - start
-        expected = problem.output_bytes(case.params, case.dtype) * len(input_sets)
-        _, arrays = worker.request({"op": "fetch"}, timeout=limit, max_bytes=expected + (1 << 16) * len(input_sets))
-        per_set = len(problem.output_shapes(case.params))
-        if len(arrays) != per_set * len(input_sets):
-            raise WorkerFailure("error", f"sent {len(arrays)} outputs for {len(input_sets)} calls")
-        outputs = [arrays[i:i + per_set] for i in range(0, len(arrays), per_set)]
-        return elapsed, outputs
+    def _run(self, worker: Worker, case: Case, input_sets):
+        """(seconds, outputs per set) of one batch: the parent's clock, outputs it read itself."""
+        specs = [(shape, case.dtype) for shape in case.problem.output_shapes(case.params)]
+        return worker.run(case.problem.kind, case.params, input_sets, specs,
+                          timeout=self.limits(case).wall_time_s)
 
     def _verdict(self, case: Case, inputs, outputs, full: bool, when: str) -> dict | None:
         """None if the outputs are right, else the failed case's status and reason."""
@@ -300,27 +302,21 @@ class Arena:
                 **problem.rates(case.params, timing["median"] / 1000)}
 
     def _memory(self, contestant, case) -> dict:
-        """Peak resident memory of one call above the fresh worker's baseline, in MB."""
+        """Peak memory of one call above the fresh worker's baseline, in MB, read from outside."""
         worker = self.start(contestant, case)
         try:
             inputs = case.problem.make_inputs(case.params, case.dtype, _rng())
-            limit = self.limits(case).wall_time_s
-            worker.request({"op": "stage", "kind": case.problem.kind, "params": case.params,
-                            "count": 1}, inputs, timeout=limit)
-            exact = worker.reset_peak()
-            baseline = worker.rss_mb() if exact else worker.peak_rss_mb()
-            worker.request({"op": "run"}, timeout=limit)
-            peak = worker.peak_rss_mb()
-            _, outputs = worker.request({"op": "fetch"}, timeout=limit,
-                                        max_bytes=case.problem.output_bytes(case.params, case.dtype) + (1 << 16))
+            specs = [(shape, case.dtype) for shape in case.problem.output_shapes(case.params)]
+            peak, outputs = worker.memory_event(case.problem.kind, case.params, inputs, specs,
+                                                timeout=self.limits(case).wall_time_s)
+            method = ("peak of the worker's memory cgroup" if worker.sandbox.group is not None
+                      else "peak resident memory of its processes plus its tmpfs")
         finally:
             worker.close()
         failed = self._verdict(case, inputs, outputs, True, "in the memory event")
         if failed:
             return failed
-        return {"memory_mb": max(0.0, peak - baseline),
-                "memory_method": "peak RSS above baseline" if exact else
-                                 "peak RSS above the worker's earlier peak (lower bound)"}
+        return {"memory_mb": peak / (1 << 20), "memory_method": method}
 
 
 def _timed_out_before(case: Case) -> WorkerFailure:

@@ -255,14 +255,50 @@ def _float_model(model, dtype):
     return model
 
 
+def _counting_backend():
+    """The numpy backend, counting the FLOPs of every matmul and convolution it runs."""
+    from ..backends.numpy_backend import NumpyBackend
+
+    class Counting(NumpyBackend):
+        flops = 0.0
+
+        def matmul(self, a, b):
+            Counting.flops += 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+            return super().matmul(a, b)
+
+        def batched_matmul(self, a, b):
+            Counting.flops += 2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+            return super().batched_matmul(a, b)
+
+        def _conv_flops(self, x_shape, w_shape, stride, padding):
+            n, f, oh, ow = conv_output_shape(x_shape, w_shape, stride, padding)
+            Counting.flops += 2.0 * n * f * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
+
+        def conv2d(self, x, w, stride=1, padding=0):
+            self._conv_flops(x.shape, w.shape, stride, padding)
+            return super().conv2d(x, w, stride, padding)
+
+        def conv2d_grad_input(self, grad_out, w, x_shape, stride=1, padding=0):
+            self._conv_flops(x_shape, w.shape, stride, padding)
+            return super().conv2d_grad_input(grad_out, w, x_shape, stride, padding)
+
+        def conv2d_grad_weight(self, x, grad_out, w_shape, stride=1, padding=0):
+            self._conv_flops(x.shape, w_shape, stride, padding)
+            return super().conv2d_grad_weight(x, grad_out, w_shape, stride, padding)
+
+    return Counting()
+
+
 class _Model(Problem):
     """A model from tinytorch.models with weights from manual_seed(0), run on the backend.
 
     The weights are the same in the parent and the worker; the inputs are fresh
     for every call. The reference is the same model in float64 on the numpy
     backend, and every timed output is checked against it in full (a model has
-    no cheap projection check). `flops` is None: model events report a rate
-    (images, samples or tokens per second) instead of GFLOP/s.
+    no cheap projection check). Model events report a rate (images, samples
+    or tokens per second) and, like the kernels, GFLOP/s: `flops` counts the
+    model's matmuls and convolutions (measured once, by running it on a
+    counting backend), which is what bounds an impossible time.
     """
     unit = "samples"
 
@@ -274,6 +310,7 @@ class _Model(Problem):
 
     def __init__(self):
         self._models = {}           # (params, dtype) -> (model, initial state)
+        self._flops = {}            # params -> FLOPs of one call
 
     def build(self, p):
         raise NotImplementedError
@@ -282,14 +319,23 @@ class _Model(Problem):
         return ", ".join(f"{k}={v}" for k, v in p.items())
 
     def flops(self, p):
-        return None
+        """FLOPs of the matmuls and convolutions of one call (elementwise work not counted)."""
+        key = tuple(sorted(p.items()))
+        if key not in self._flops:
+            counter = _counting_backend()
+            inputs = self.make_inputs(p, np.float64, np.random.default_rng(0))
+            with self._lock:
+                self._run(counter, p, inputs, np.float64)
+            self._flops[key] = type(counter).flops
+        return self._flops[key]
 
     def items(self, p) -> int:
         """How many samples (images, tokens) one call processes."""
         return p["batch"]
 
     def rates(self, p, seconds):
-        return {"throughput": self.items(p) / seconds, "throughput_unit": f"{self.unit}/s"}
+        return {**super().rates(p, seconds),
+                "throughput": self.items(p) / seconds, "throughput_unit": f"{self.unit}/s"}
 
     def model(self, p, dtype):
         """(model, initial state) for these parameters, built once, weights from manual_seed(0)."""

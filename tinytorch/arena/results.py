@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -80,23 +79,6 @@ def machine_description() -> dict:
         "tinytorch": __version__, "git_commit": _git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def files_hash(location: str | None) -> str | None:
-    """sha256 over the code files under a backend's folder (what produced its row)."""
-    if not location or not os.path.isdir(location):
-        return None
-    digest = hashlib.sha256()
-    suffixes = (".py", ".pyx", ".pxd", ".h", ".c", ".so", ".pyd", ".toml")
-    for root, dirs, files in os.walk(location):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(suffixes):
-                path = os.path.join(root, name)
-                digest.update(os.path.relpath(path, location).encode() + b"\0")
-                with open(path, "rb") as f:
-                    digest.update(hashlib.sha256(f.read()).digest())
-    return digest.hexdigest()
 
 
 def _clean(value):

@@ -32,9 +32,14 @@ def case_key(case) -> tuple:
 
 
 def best_blas_gflops(doc) -> float | None:
+    """The run's best BLAS rate: numpy's best matmul case, or the parent's own measurement
+    of a large matmul at the run's thread count (`blas_gflops`), whichever is higher (a
+    --quick run's small shapes are mostly overhead)."""
     numpy_row = doc.get("backends", {}).get("numpy", {})
     rates = [c["gflops"] for c in numpy_row.get("cases", [])
              if c.get("status") == "ok" and c.get("kind") == "matmul" and c.get("gflops")]
+    rates += [r for r in (doc.get("blas_gflops") or {}).values()
+              if isinstance(r, (int, float)) and r > 0]
     return max(rates) if rates else None
 
 
@@ -62,7 +67,7 @@ def score_backend(row, doc, blas_limit) -> dict:
     by_name = doc.get("backends", {})
     lookup = {name: {case_key(c): c for c in other.get("cases", [])}
               for name, other in by_name.items()}
-    cases, events, reason = [], {}, row.get("load_error")
+    cases, events, reason = [], {}, row.get("load_error") or row.get("violation")
     for case in row.get("cases", []):
         case = dict(case)
         status = case.get("status")

@@ -1,36 +1,38 @@
-"""The untrusted end: one process, one backend, requests from the parent over one pipe.
+"""The untrusted end: one sandboxed process, one backend, requests from the parent.
 
-Started by runner.spawn_worker as `python -m tinytorch.arena.worker`. The
-protocol uses the original stdin/stdout; anything the backend prints goes to
-stderr instead, so it cannot corrupt a message. Requests (see wire.py):
+Started by runner.spawn_worker as `python -m tinytorch.arena.worker FD`, where
+FD is the staging area (wire.Staging) shared with the parent. The protocol
+uses the original stdin/stdout; anything the backend prints goes to stderr,
+so it cannot corrupt a message. Requests (see wire.py):
 
-    load  {spec, threads}        import the backend ("name" or "module:Class")
-    stage {kind, params, count}  keep `count` input sets for the next run
-    run   {}                     call the backend on every staged set (timed by the parent)
-    fetch {}                     send the outputs of the last run
-    exit  {}                     leave
+    (start)                               the worker says {"ready": true}
+    load  {name} or {entry_point}         import the backend: a registered name, or the
+                                          "module:Class" an instructor gave explicitly
+    run   {kind, params, size, sets}      call the backend on every input set found in the
+                                          staging area, write each output where `sets` says
+    touch {size}                          fault in the staging area's pages (memory event)
+    exit  {}                              leave
 
 Every reply is {"ok": true, ...} or {"error": "...", "memory": bool}, plus
-"violation": NAME when the backend broke a rule (rules.py): called BLAS
-(counted by the preloaded blasguard shim) or looked it up through ctypes,
-returned aliased outputs, replaced the clock or harness code, wrote outside
-its temporary folder or looked up libc's file functions through ctypes. Rules
-are checked after loading and before every untimed request (stage, fetch), never
-inside the timed `run`. The worker leaves by os._exit, so no atexit hook or
+"violation": "aliasing" when the backend returned memory it shares with an
+input or an earlier output. Nothing here is a guard: the parent assumes
+this code may be patched by the backend, and checks what it needs from
+outside (sandbox.py). The worker leaves by os._exit, so no atexit hook or
 finaliser of a backend runs.
 """
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
 import traceback
 
-from . import blasguard, rules
-from ..backends.staleness import stale_rebuild_command
+import numpy as np
+
+from . import blasguard
 from .problems import PROBLEMS
-from .wire import Channel, PeerClosed
+from .violations import Violation, aliasing_error, check_fresh
+from .wire import Channel, PeerClosed, Staging
 
 
 def _protocol_channel() -> Channel:
@@ -43,109 +45,122 @@ def _protocol_channel() -> Channel:
     return Channel(read_fd, write_fd)
 
 
-def load(spec: str, threads: int, before_backend=lambda: None):
-    """A backend instance from a registered name or a "module:Class" spec.
-
-    `before_backend` runs after the harness's own last use of ctypes
-    (threadpoolctl) and before any of the backend's code.
-    """
-    from threadpoolctl import threadpool_limits
-
+def load(request: dict):
+    """A backend instance from a registered name or an explicit "module:Class"."""
     from ..backends.base import ComputeBackend
     from ..backends.registry import load_backend
-    threadpool_limits(threads)
-    before_backend()
-    if ":" not in spec:
-        return load_backend(spec)
-    module_name, _, attr = spec.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    backend = factory()
+    if "name" in request:
+        return load_backend(str(request["name"]))
+    module_name, _, attr = str(request["entry_point"]).partition(":")
+    backend = getattr(importlib.import_module(module_name), attr)()
     if not isinstance(backend, ComputeBackend):
-        raise TypeError(f"{spec} made a {type(backend).__name__}, not a ComputeBackend")
-    backend.name = backend.name or spec
+        raise TypeError(f"{request['entry_point']} made a {type(backend).__name__}, "
+                        f"not a ComputeBackend")
+    backend.name = backend.name or request["entry_point"]
     return backend
 
 
 class Session:
     """What the worker holds between requests."""
 
-    def __init__(self):
+    def __init__(self, staging: Staging):
+        self.staging = staging
         self.backend = None
-        self.staged = None          # (problem, params, [input sets])
-        self.outputs = None
-        self.violations = []        # writes the audit hook refused
-        rules.guard_writes([os.environ.get("TMPDIR"), os.environ.get("HOME"), "/dev"],
-                           self.violations.append)
-        self.integrity = rules.Integrity()    # before any backend code runs
-        self.blas_forbidden = blasguard.arm()
 
-    def guard_ctypes(self):
-        """Refuse ctypes routes to BLAS (when forbidden) and to libc's file functions."""
-        rules.guard_ctypes(self.blas_forbidden, self.violations.append,
-                           [blasguard.library_path()] if self.blas_forbidden else ())
-
-    def police(self):
-        """Raise the first rule the backend has broken so far."""
-        if self.violations:
-            raise self.violations[0]
-        if blasguard.calls():
-            raise rules.Violation("blas", f"{blasguard.calls()} call(s) of vendor BLAS, last "
-                                          f"{blasguard.last_symbol()}; the rules forbid BLAS "
-                                          f"(e.g. a @ b, ndarray.dot, numpy.matmul)")
-        self.integrity.check()
-
-    def handle(self, header, arrays):
-        op = header.get("op")
-        if op != "run":
-            self.police()
+    def handle(self, request):
+        op = request.get("op")
         if op == "load":
-            self.backend = load(header["spec"], int(header["threads"]), self.guard_ctypes)
-            self.police()
-            return {"ok": True, "class": f"{type(self.backend).__module__}."
-                                         f"{type(self.backend).__qualname__}",
-                    "stale": stale_rebuild_command(inspect.getmodule(type(self.backend)))}, []
-        if op == "stage":
-            problem = PROBLEMS[header["kind"]]
-            per_set = problem.input_count
-            sets = [arrays[i:i + per_set] for i in range(0, len(arrays), per_set)]
-            self.staged, self.outputs = (problem, header["params"], sets), None
-            return {"ok": True}, []
+            from ..backends.base import implemented_operations
+            self.backend = load(request)
+            return {"ok": True, "operations": implemented_operations(type(self.backend))}
         if op == "run":
-            problem, params, sets = self.staged
-            self.outputs = [problem.call(self.backend, params, inputs) for inputs in sets]
-            return {"ok": True, "count": len(sets)}, []
-        if op == "fetch":
-            outputs = [out for outs in self.outputs for out in outs]
-            rules.check_fresh(outputs, [a for inputs in self.staged[2] for a in inputs])
-            return {"ok": True}, outputs
+            return self.run(request)
+        if op == "call":
+            return self.call(request)
+        if op == "touch":
+            self.staging.ensure(int(request["size"]), grow=False)
+            self.staging.touch(int(request["size"]))
+            return {"ok": True}
         raise ValueError(f"unknown request {op!r}")
+
+    def run(self, request):
+        problem, params = PROBLEMS[request["kind"]], request["params"]
+        self.staging.ensure(int(request["size"]), grow=False)
+        previous = []
+        for spec in request["sets"]:
+            inputs = [self.staging.array(slot) for slot in spec["inputs"]]
+            outputs = problem.call(self.backend, params, inputs)
+            check_fresh(outputs, [*inputs, *previous])
+            if len(outputs) != len(spec["outputs"]):
+                raise ValueError(f"returned {len(outputs)} outputs, expected {len(spec['outputs'])}")
+            for out, slot in zip(outputs, spec["outputs"]):
+                target = self.staging.array(slot)
+                if not isinstance(out, np.ndarray) or out.shape != target.shape:
+                    raise ValueError(f"returned {type(out).__name__} of shape "
+                                     f"{getattr(out, 'shape', None)}, expected {target.shape}")
+                target[...] = out
+            previous = outputs
+        return {"ok": True, "count": len(request["sets"])}
+
+
+    def call(self, request):
+        """One operation on arguments in a given memory layout (the conformance suite)."""
+        from ..backends.base import OPERATIONS
+        if request["operation"] not in OPERATIONS:
+            raise ValueError(f"unknown operation {request['operation']!r}")
+        self.staging.ensure(int(request["size"]), grow=False)
+        args = []
+        for spec in request["args"]:
+            if "same_as" in spec:
+                args.append(args[int(spec["same_as"])])
+            elif "slot" in spec:
+                array = self.staging.array(spec["slot"])
+                args.append({"transposed": lambda a: a.T, "strided": lambda a: a[..., ::2]}
+                            .get(spec.get("layout"), lambda a: a)(array))
+            else:
+                value = spec["value"]
+                args.append(tuple(value) if isinstance(value, list) else value)
+        out = getattr(self.backend, request["operation"])(*args)
+        if not isinstance(out, np.ndarray):
+            return {"ok": True, "returned": type(out).__name__}
+        target = self.staging.array(request["output"])
+        if out.shape != target.shape or out.dtype != target.dtype:
+            return {"ok": True, "returned": f"{out.dtype} {tuple(out.shape)}"}
+        target[...] = out
+        return {"ok": True}
+
+
+def _error_reply(exc: BaseException) -> dict:
+    violation = exc if isinstance(exc, Violation) else aliasing_error(exc)
+    if violation is not None:
+        return {"error": violation.detail, "violation": violation.name}
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return {"error": f"{type(exc).__name__}: {exc}{where}", "memory": isinstance(exc, MemoryError)}
 
 
 def main():
+    staging = Staging(int(sys.argv[1]))
     channel = _protocol_channel()
-    session = Session()
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(int(os.environ.get("TINYTORCH_THREADS", "1")))
+    blasguard.install_ctypes_hook()       # after the harness's own ctypes use (threadpoolctl)
+    session = Session(staging)
+    channel.send({"ready": True})
     while True:
         try:
-            header, arrays = channel.receive()
+            request = channel.receive()
         except PeerClosed:
             os._exit(0)
-        if header.get("op") == "exit":
+        if request.get("op") == "exit":
             os._exit(0)
         try:
-            reply, out = session.handle(header, arrays)
+            reply = session.handle(request)
         except BaseException as exc:  # noqa: BLE001 - report anything, even SystemExit
-            violation = (exc if isinstance(exc, rules.Violation) else
-                         rules.aliasing_error(exc) or next(iter(session.violations), None))
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
             print(traceback.format_exc(), file=sys.stderr)
-            if violation is not None:
-                reply, out = {"error": violation.detail, "violation": violation.name}, []
-            else:
-                reply, out = {"error": f"{type(exc).__name__}: {exc}{where}",
-                              "memory": isinstance(exc, MemoryError)}, []
+            reply = _error_reply(exc)
         try:
-            channel.send(reply, out)
+            channel.send(reply)
         except PeerClosed:
             os._exit(0)
 

@@ -15,14 +15,40 @@ import importlib.machinery
 import importlib.util
 import inspect
 import os
+import re
 from importlib.metadata import entry_points
 
 from .base import OPERATIONS, ComputeBackend, implemented_operations  # noqa: F401 (OPERATIONS re-exported)
-from .staleness import stale_rebuild_command
+from .staleness import stale_rebuild_command, stale_rebuild_command_at, top_package_dir
 
 GROUP = "tinytorch.backends"
 CORE_DISTRIBUTION = "tinytorch"
 CORE_NAMES = ("naive", "numpy", "optimized")
+#: What a backend may be called: a name shows on the board, in file names and on
+#: command lines, so plain lowercase ASCII (no look-alikes, no markup, no "module:Class").
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+def name_problem(name) -> str | None:
+    """Why `name` cannot name a backend, or None if it can."""
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
+        return None
+    return (f"invalid backend name {quoted_name(name)}: a name is 1 to 64 lowercase ASCII "
+            f"letters, digits, '_' or '-', starting with a letter")
+
+
+def quoted_name(name) -> str:
+    """`name` quoted for a message: 'alice', or the escaped form of a name that is not one."""
+    return repr(name) if isinstance(name, str) and NAME_PATTERN.fullmatch(name) else display_name(name)
+
+
+def display_name(name) -> str:
+    """`name` as it may be shown anywhere: itself if valid, else an escaped, visibly
+    different form (a Cyrillic look-alike of `optimized` prints as '\u043eptimized')."""
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
+        return name
+    text = ascii(str(name))
+    return text if len(text) <= 80 else text[:77] + "...'"
 
 
 @dataclasses.dataclass
@@ -79,7 +105,9 @@ def _discover() -> list[_Entry]:
     for name, claims in by_name.items():
         dists = sorted({str(e.distribution) for e in claims})
         for entry in claims:
-            if entry.origin != "core" and name in CORE_NAMES:
+            if name_problem(name):
+                entry.error = f"{name_problem(name)}; rename the entry point (never run)"
+            elif entry.origin != "core" and name in CORE_NAMES:
                 entry.error = (f"name {name!r} belongs to a core backend; distribution "
                                f"{entry.distribution!r} may not replace it (rename its entry point)")
             elif len(dists) > 1 and not any(e.origin == "core" for e in claims):
@@ -104,8 +132,8 @@ def names() -> list[str]:
 def _entry_for(name: str) -> _Entry:
     claims = [e for e in _discover() if e.name == name]
     if not claims:
-        raise ValueError(f"unknown backend {name!r}; registered backends: "
-                         f"{', '.join(names()) or '(none)'}. A freshly installed plugin "
+        raise ValueError(f"unknown backend {quoted_name(name)}; registered backends: "
+                         f"{', '.join(map(display_name, names())) or '(none)'}. A freshly installed plugin "
                          f"needs `pip install -e <its folder>` to register its entry point.")
     for entry in claims:                 # a core backend always wins its name
         if entry.origin == "core":
@@ -165,8 +193,8 @@ def register_backend(name: str, factory) -> None:
     `factory` is a ComputeBackend subclass or any callable returning an instance.
     Core names and names an installed distribution registers cannot be taken.
     """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"backend name must be a Python identifier, got {name!r}")
+    if name_problem(name):
+        raise ValueError(name_problem(name))
     if not callable(factory):
         raise TypeError(f"register_backend({name!r}, ...): factory must be a ComputeBackend "
                         f"subclass or a callable returning one, got {type(factory).__name__}")
@@ -207,16 +235,25 @@ def _location(entry: _Entry) -> str | None:
     return None
 
 
+def _stale(entry: _Entry, location: str | None) -> str | None:
+    """The rebuild command if the backend's build is stale, from file times alone."""
+    if entry.entry_point:
+        module = entry.entry_point.partition(":")[0].strip()
+        return stale_rebuild_command_at(top_package_dir(location, module))
+    if entry.factory is not None:
+        return stale_rebuild_command(inspect.getmodule(entry.factory))
+    return None
+
+
 def _record(entry: _Entry, current: str | None, load: bool) -> BackendRecord:
     if load:
         _factory(entry)
-    operations = openmp = threads = stale = None
+    operations = openmp = threads = None
     status = "error" if entry.error else ("ok" if entry.factory is not None else "not loaded")
     error = entry.error
+    location = _location(entry)
     if entry.factory is not None and inspect.isclass(entry.factory):
         operations = implemented_operations(entry.factory)
-        module = inspect.getmodule(entry.factory)
-        stale = stale_rebuild_command(module)
         if load:
             try:
                 instance = entry.factory()
@@ -226,7 +263,7 @@ def _record(entry: _Entry, current: str | None, load: bool) -> BackendRecord:
                 status, error = "error", str(exc)
     return BackendRecord(entry.name, entry.distribution, entry.version, entry.entry_point,
                          status, error, entry.name == current and entry is _entry_for(entry.name),
-                         entry.origin, _location(entry), operations, openmp, threads, stale)
+                         entry.origin, location, operations, openmp, threads, _stale(entry, location))
 
 
 def list_backends(load: bool = True) -> list[BackendRecord]:

@@ -2,19 +2,26 @@
 
 Editable installs (`pip install -e`) neither rebuild a changed `.pyx` nor
 refresh entry points; students hit this daily, so every tool that loads a
-backend says so, with the exact command that fixes it.
+backend says so, with the exact command that fixes it. Only file times are
+read (never a submission's code), with a bound on the files looked at, so
+the trusted parent can ask about any submission's folder.
 """
 from __future__ import annotations
 
-import glob
 import os
 import shlex
+
+#: What a compiled extension is built from: its own `.pyx`, and the `.pxd`
+#: declarations and C headers it may include (shared by the package's extensions).
+SHARED_SOURCES = (".pxd", ".h")
+EXTENSIONS = (".so", ".pyd")
+MAX_FILES = 5000
 
 
 def _project_root(folder):
     """The nearest folder at or above `folder` holding pyproject.toml or setup.py."""
     while True:
-        if any(os.path.exists(os.path.join(folder, f)) for f in ("pyproject.toml", "setup.py")):
+        if any(os.path.isfile(os.path.join(folder, f)) for f in ("pyproject.toml", "setup.py")):
             return folder
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -22,9 +29,20 @@ def _project_root(folder):
         folder = parent
 
 
-#: What a compiled extension is built from: its own `.pyx`, and the `.pxd`
-#: declarations and C headers it may include (shared by the package's extensions).
-SHARED_SOURCES = (".pxd", ".h")
+def _mtimes(package_dir: str) -> dict[str, float]:
+    """path -> modification time of the files under `package_dir` (symlinks not followed)."""
+    found = {}
+    for root, dirs, files in os.walk(package_dir, followlinks=False):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if len(found) >= MAX_FILES:
+                return found
+            path = os.path.join(root, name)
+            try:
+                found[path] = os.lstat(path).st_mtime
+            except OSError:
+                pass
+    return found
 
 
 def stale_sources(package_dir: str) -> list[str]:
@@ -33,34 +51,58 @@ def stale_sources(package_dir: str) -> list[str]:
     A `.pyx` is compared with its own extension; a `.pxd` or `.h` with the
     oldest extension in the package, since any of them may include it.
     """
-    paths = glob.glob(os.path.join(package_dir, "**", "*"), recursive=True)
-    built = [p for p in paths if p.endswith((".so", ".pyd"))]
+    times = _mtimes(package_dir)
+    built = {p: t for p, t in times.items() if p.endswith(EXTENSIONS)}
     if not built:
         return []
-    oldest = min(os.path.getmtime(p) for p in built)
-    stale = [p for p in paths if p.endswith(SHARED_SOURCES) and os.path.getmtime(p) > oldest]
-    for pyx in (p for p in paths if p.endswith(".pyx")):
-        own = [p for p in glob.glob(pyx[:-len(".pyx")] + ".*") if p.endswith((".so", ".pyd"))]
-        if own and os.path.getmtime(pyx) > max(os.path.getmtime(p) for p in own):
-            stale.append(pyx)
+    oldest = min(built.values())
+    stale = [p for p, t in times.items() if p.endswith(SHARED_SOURCES) and t > oldest]
+    for pyx, mtime in times.items():
+        if pyx.endswith(".pyx"):
+            stem = pyx[:-len(".pyx")] + "."
+            own = [t for p, t in built.items() if p.startswith(stem)]
+            if own and mtime > max(own):
+                stale.append(pyx)
     return sorted(stale)
 
 
-def stale_rebuild_command(module) -> str | None:
-    """The command that rebuilds `module`'s package if a `.pyx` beside it is stale.
+def stale_rebuild_command_at(package_dir: str | None) -> str | None:
+    """The command that rebuilds the package whose top folder is `package_dir`, if stale.
 
     Only source checkouts (a pyproject.toml or setup.py above the code) can be
     stale; an installed wheel ships sources and binaries together.
     """
-    path = getattr(module, "__file__", None)
-    if not path or {"site-packages", "dist-packages"} & set(path.split(os.sep)):
+    if not package_dir or {"site-packages", "dist-packages"} & set(package_dir.split(os.sep)):
         return None
-    package = getattr(module, "__package__", None) or ""
-    package_dir = os.path.dirname(os.path.abspath(path))
-    top = package_dir
-    for _ in package.split(".")[1:]:
-        top = os.path.dirname(top)
-    root = _project_root(os.path.dirname(top)) if package else _project_root(package_dir)
-    if root is None or not stale_sources(top if package else package_dir):
+    root = _project_root(os.path.dirname(os.path.abspath(package_dir)))
+    if root is None or not stale_sources(package_dir):
         return None
     return f"pip install -e {shlex.quote(root)}"
+
+
+def top_package_dir(location: str | None, module_name: str) -> str | None:
+    """The folder of `module_name`'s top-level package, from the folder its module lives in."""
+    if not location:
+        return None
+    parts = module_name.split(".")
+    is_package = (os.path.basename(location) == parts[-1]
+                  and os.path.isfile(os.path.join(location, "__init__.py")))
+    top = location
+    for _ in range(len(parts) - (1 if is_package else 2) if len(parts) > 1 else 0):
+        top = os.path.dirname(top)
+    return top
+
+
+def stale_rebuild_command(module) -> str | None:
+    """The command that rebuilds an imported `module`'s package, if a source beside it is stale."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return None
+    return stale_rebuild_command_at(top_package_dir(os.path.dirname(os.path.abspath(path)),
+                                                    module.__name__))
+
+
+def stale_warning(name: str, command: str) -> str:
+    """The one wording every command uses for a stale build."""
+    return (f"warning: backend {name} is a stale build: a .pyx source is newer than its "
+            f"compiled extension, so its OLD kernels run; rebuild with: {command}")
