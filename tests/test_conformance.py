@@ -11,7 +11,7 @@ import tinytorch
 from fixtures.buggy_backends import (BLOCK, PLANTED, BlockEdgeBackend, IgnoresPaddingBackend,
                                      MutatesInputBackend, WrongDtypeBackend,
                                      WrongTransposeBackend)
-from fixtures.plugins import GOOD_BACKEND, add_distribution, python, tinytorch_cli
+from fixtures.plugins import GOOD_BACKEND, add_distribution, python, readable_by_all, tinytorch_cli
 from tinytorch.backends import ComputeBackend, NumpyBackend
 from tinytorch.testing import (OPERATIONS, Case, check_backend, edge_cases, reference,
                                run_case)
@@ -140,9 +140,9 @@ def test_report_format_lists_every_operation():
 # ---------------------------------------------------------------- the command and pytest entry
 
 BUGGY = '''
-from tinytorch.backends import NumpyBackend
+from tinytorch.backends import OptimizedBackend
 
-class Buggy(NumpyBackend):
+class Buggy(OptimizedBackend):
     """Right without padding, half the answer with it."""
 
     def conv2d(self, x, w, stride=1, padding=0):
@@ -158,7 +158,28 @@ def plugin_site(tmp_path_factory):
                      {"goodplug.py": GOOD_BACKEND})
     add_distribution(site, "buggy-plugin", {"buggyplug": "buggyplug:Buggy"},
                      {"buggyplug.py": BUGGY})
+    add_distribution(site, "student-mistakes", {"blasplug": "mistakes:UsesBlas",
+                                                "crashplug": "mistakes:WritesOutOfBounds"},
+                     {"mistakes.py": MISTAKES})
     return site
+
+
+MISTAKES = '''
+import ctypes
+import numpy as np
+from tinytorch.backends import OptimizedBackend
+
+class UsesBlas(OptimizedBackend):
+    """`a @ b` inside a kernel: numpy's BLAS, which the competition forbids."""
+    def matmul(self, a, b):
+        return a @ b
+
+class WritesOutOfBounds(OptimizedBackend):
+    """What boundscheck=False lets through: a write far past the end of an array."""
+    def conv2d(self, x, w, stride=1, padding=0):
+        ctypes.memset(0, 0, 8)
+        return super().conv2d(x, w, stride, padding)
+'''
 
 
 def test_check_command_exit_status_and_report(plugin_site):
@@ -177,12 +198,43 @@ def test_check_command_exit_status_and_report(plugin_site):
     assert "unknown backend 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_check_bench_prints_ratios(plugin_site):
-    done = tinytorch_cli("check", "goodplug", "--examples", "0", "--bench", paths=[plugin_site])
-    assert done.returncode == 0, done.stderr
-    assert "quick timing" in done.stdout
-    assert "x vs naive" in done.stdout and "x vs optimized" in done.stdout
-    assert "x vs numpy" in done.stdout
+def test_check_applies_the_competitions_blas_rule(plugin_site):
+    done = tinytorch_cli("check", "blasplug", "--examples", "5", paths=[plugin_site])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL  matmul " in done.stdout and "PASS  conv2d " in done.stdout
+    assert "rule violation: blas: called scipy_cblas_s" in done.stdout
+
+
+def test_a_crashing_kernel_is_a_verdict_naming_the_case_and_the_fix(plugin_site):
+    done = tinytorch_cli("check", "crashplug", "--examples", "3", paths=[plugin_site])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "PASS  matmul " in done.stdout and "FAIL  conv2d " in done.stdout
+    line = next(line for line in done.stdout.splitlines() if "minimal failing example: conv2d(" in line)
+    assert "crashed with SIGSEGV" in line and "boundscheck=True" in line
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+BENCH_EVENTS = """
+[rules]
+min_batch_ms = 2.0
+quick_repeats = 2
+
+[[events]]
+name = "matmul"
+kind = "matmul"
+shapes = [{ m = 16, k = 16, n = 16 }]
+"""
+
+
+def test_check_bench_times_the_boards_events_as_compete_scores_them(plugin_site, tmp_path):
+    (tmp_path / "events.toml").write_text(BENCH_EVENTS)
+    done = tinytorch_cli("check", "goodplug", "--examples", "0", "--bench", "--quick",
+                         "--config", str(tmp_path / "events.toml"), paths=[plugin_site])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "as `tinytorch compete` scores them" in done.stdout
+    assert any(line.split()[0] == "matmul" and line.rstrip().endswith("x")
+               for line in done.stdout.splitlines() if line.startswith("  "))
+    assert "score: " in done.stdout
 
 
 def test_pytest_entry_runs_one_test_per_operation(plugin_site, tmp_path):
@@ -231,10 +283,11 @@ def test_check_and_listing_name_the_rebuild_command_for_a_stale_build(tmp_path):
                             {"stalesub": "stale_kernels:GoodBackend"})
     rebuild = f"pip install -e {project}"
 
+    readable_by_all(project)
     checked = tinytorch_cli("check", "stalesub", "--examples", "0", paths=[site, project])
-    assert checked.returncode == 0, checked.stderr
-    assert "stale build" in checked.stderr and rebuild in checked.stderr
-    assert f"rebuild with: {rebuild}" in checked.stdout
+    assert checked.returncode == 1, checked.stdout + checked.stderr     # checking OLD kernels
+    last = checked.stdout.strip().splitlines()[-1]
+    assert "is a stale build" in last and last.endswith(f"rebuild with: {rebuild}")
 
     listed = tinytorch_cli("backends", "--json", paths=[site, project])
     record = next(r for r in json.loads(listed.stdout) if r["name"] == "stalesub")

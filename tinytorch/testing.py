@@ -16,10 +16,9 @@ Three ways in:
 from __future__ import annotations
 
 import dataclasses
-import faulthandler
 import inspect
+import os
 import sys
-import time
 
 import numpy as np
 
@@ -144,9 +143,17 @@ def run_case(backend: ComputeBackend, case: Case):
     except Exception as exc:  # noqa: BLE001 - a backend's exception is a finding, not a crash
         return float("inf"), f"raised {type(exc).__name__}: {exc}"
     if any(not np.array_equal(a, b, equal_nan=True) for a, b in zip(arrays, before)):
-        return float("inf"), "modified its input arrays (a backend must leave them untouched)"
+        return float("inf"), MODIFIED_INPUTS
     if not isinstance(out, np.ndarray):
         return float("inf"), f"returned {type(out).__name__}, not a numpy array"
+    return compare(case, out, expected)
+
+
+MODIFIED_INPUTS = "modified its input arrays (a backend must leave them untouched)"
+
+
+def compare(case: Case, out: np.ndarray, expected: np.ndarray):
+    """(relative error, problem or None) of an output against the float64 reference."""
     if out.shape != expected.shape or out.dtype != np.dtype(case.dtype):
         return float("inf"), (f"returned {out.dtype} {out.shape}, expected {case.dtype} "
                               f"{expected.shape}")
@@ -274,9 +281,6 @@ class ConformanceReport:
                 lines.append(f"        minimal failing example: {op.failure}")
         if not self.random_cases:
             lines.append(f"warning: only the edge cases ran; {NO_HYPOTHESIS}")
-        if self.stale:
-            lines.append(f"warning: the compiled kernels are older than their .pyx sources "
-                         f"(a stale build); rebuild with: {self.stale}")
         verdict = "all operations pass" if self.passed else \
             f"{len(self.failures())} of {len(self.operations)} operations FAIL"
         lines.append(f"{self.backend}: {verdict}")
@@ -305,19 +309,24 @@ class _Mismatch(AssertionError):
 
 
 def check_operation(backend: ComputeBackend, op: str, max_examples: int = 25,
-                    seed: int = 0) -> OperationReport:
-    """Edge cases, then `max_examples` random cases of `op`, shrinking any failure."""
-    own = op in implemented_operations(type(backend))
+                    seed: int = 0, run=None, own: bool | None = None) -> OperationReport:
+    """Edge cases, then `max_examples` random cases of `op`, shrinking any failure.
+
+    `run(case) -> (error, problem)` runs one case; by default in this process, on
+    `backend` (the arena runs them in a sandboxed worker: arena/checking.py).
+    """
+    run = run or (lambda case: run_case(backend, case))
+    own = op in implemented_operations(type(backend)) if own is None else own
     worst, tried, failed = 0.0, 0, None
     for case in edge_cases(op):
-        error, problem = run_case(backend, case)
+        error, problem = run(case)
         tried, worst = tried + 1, _worse(worst, error)
         if problem:
             failed = (case, problem)
             break
     # Even after an edge case failed, hypothesis looks for a smaller failing case.
     if max_examples > 0 and hypothesis_available():
-        worst, tried, found = _search(backend, op, max_examples, seed, worst, tried)
+        worst, tried, found = _search(run, op, max_examples, seed, worst, tried)
         failed = found or failed
     if failed is None:
         return OperationReport(op, own, True, tried, worst)
@@ -326,7 +335,7 @@ def check_operation(backend: ComputeBackend, op: str, max_examples: int = 25,
     return OperationReport(op, own, False, tried, worst, f"{where}: {problem}", case)
 
 
-def _search(backend, op, max_examples, seed, worst, tried):
+def _search(run, op, max_examples, seed, worst, tried):
     """Let hypothesis look for a failing case and shrink it: (worst, tried, (case, problem))."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as fixed_seed
@@ -338,7 +347,7 @@ def _search(backend, op, max_examples, seed, worst, tried):
               suppress_health_check=list(HealthCheck))
     @given(case_strategy(op))
     def prop(case):
-        error, problem = run_case(backend, case)
+        error, problem = run(case)
         state["tried"] += 1
         state["worst"] = _worse(state["worst"], error)
         if problem:
@@ -377,73 +386,85 @@ def check_backend(name_or_instance, max_examples: int = 25, seed: int = 0,
 
 # ---------------------------------------------------------------- tinytorch check
 
-#: (label, matmul or conv2d arguments) timed by `tinytorch check --bench`.
-BENCH_SHAPES = {
-    "tiny": {"matmul": ((48, 48), (48, 48)), "conv2d": ((1, 3, 16, 16), (8, 3, 3, 3))},
-    "medium": {"matmul": ((384, 384), (384, 384)), "conv2d": ((8, 16, 32, 32), (32, 16, 3, 3))},
-}
-
-
-def _best_time(fn, args, budget=0.3):
-    """Best of several calls (at least two, within about `budget` seconds)."""
-    best, spent, calls = float("inf"), 0.0, 0
-    while calls < 2 or (spent < budget and calls < 20):
-        start = time.perf_counter()
-        fn(*args)
-        took = time.perf_counter() - start
-        best, spent, calls = min(best, took), spent + took, calls + 1
-    return best
-
-
-def quick_bench(backend: ComputeBackend, out=sys.stdout):
-    """Time the backend beside naive (tiny sizes only), optimized and numpy, in one run."""
-    rng = np.random.default_rng(0)
-    print("\nquick timing (best of a few calls, float32; Nx vs B: N times as fast as B; "
-          "`tinytorch compete` is the official measurement):", file=out)
-    field = {backend_name(backend): backend}
-    for name in ("naive", "optimized", "numpy"):
-        try:
-            field.setdefault(name, load_backend(name))
-        except (ValueError, RuntimeError) as exc:
-            print(f"  (no comparison with {name}: {exc})", file=out)
-    for size, ops in BENCH_SHAPES.items():
-        for op, shapes in ops.items():
-            args = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-            times = {name: _best_time(getattr(impl, op), args) for name, impl in field.items()
-                     if size == "tiny" or name != "naive"}
-            mine = times[backend_name(backend)]
-            cells = [f"{name} {t * 1e3:.3g} ms" for name, t in times.items()]
-            ratios = [f"{t / mine:.3g}x vs {name}" for name, t in times.items()
-                      if name != backend_name(backend)]
-            shape_text = " x ".join(str(s) for s in shapes)
-            print(f"  {op} {shape_text}: {', '.join(cells)}  ->  {', '.join(ratios)}", file=out)
-
-
 def add_arguments(parser):
     parser.add_argument("name", help="registered backend name (see `tinytorch backends`)")
     parser.add_argument("--bench", action="store_true",
-                        help="also time it against naive (tiny sizes), optimized and numpy")
+                        help="also time it the way the board does: the board's events and "
+                             "rules, beside the references, through `tinytorch compete`'s code")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --bench: the board's --quick shapes and repeats")
+    parser.add_argument("--config", default=os.path.join("leaderboard", "events.toml"),
+                        help="with --bench: the events file (default: leaderboard/events.toml)")
     parser.add_argument("--examples", type=int, default=25, metavar="N",
                         help="random cases per operation after the edge cases (default: 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cases")
 
 
-def run(args) -> int:
-    faulthandler.enable()      # a crashing kernel at least shows which call crashed
+def _limits(config):
+    """The competition's limits and BLAS rule from the events file, or its defaults."""
+    from .arena.events import EventsFileError, Rules, load_events
+    from .arena.sandbox import Limits
     try:
-        backend = load_backend(args.name)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        rules, _ = load_events(config)
+    except EventsFileError as exc:
+        if os.path.exists(config):
+            print(f"note: {exc}; checking under the default rules", file=sys.stderr)
+        rules = Rules()
+    return Limits(wall_time_s=rules.wall_time_s, memory_mb=rules.memory_mb,
+                  threads=rules.threads, allow_blas=rules.allow_blas)
+
+
+def run(args) -> int:
+    """Check one backend in a sandboxed worker (unsandboxed, with a note, without bubblewrap)."""
+    from .arena import sandbox
+    from .arena.checking import RemoteBackend
+    from .arena.compete import UnknownBackend, contestants
+    from .arena.runner import WorkerFailure
+    from .backends.registry import display_name
+    from .backends.staleness import stale_warning
+    try:
+        (contestant,) = [c for c in contestants([args.name]) if c.name == args.name]
+    except UnknownBackend as exc:
+        print(f"tinytorch check: {exc}", file=sys.stderr)
         return 2
-    stale = stale_rebuild_command(inspect.getmodule(type(backend)))
-    if stale:
-        print(f"warning: backend {args.name!r} is a stale build: a .pyx source is newer than "
-              f"its compiled extension, so you are checking the OLD kernels; rebuild with: "
-              f"{stale}", file=sys.stderr)
-    report = check_backend(backend, args.examples, args.seed)
+    except ValueError:
+        print(f"tinytorch check: backend {display_name(args.name)} is claimed by several "
+              f"distributions; see `tinytorch backends`", file=sys.stderr)
+        return 2
+    shown = display_name(contestant.name)
+    blocked = contestant.provenance.get("load_error") or contestant.provenance.get("violation")
+    if blocked:
+        print(f"{shown}: FAIL: {blocked}")
+        return 1
+    try:
+        sandbox.check_available()
+        isolate = True
+    except sandbox.SandboxUnavailable as exc:
+        print(f"note: checking {shown} unsandboxed, in a child process: {exc}", file=sys.stderr)
+        isolate = False
+    remote = RemoteBackend(contestant, _limits(args.config), isolate=isolate)
+    try:
+        try:
+            remote._ready_worker()
+        except WorkerFailure as exc:
+            print(f"{shown}: FAIL: could not load backend: {exc.reason}")
+            return 1
+        own = remote.operations
+        reports = [check_operation(None, op, args.examples, args.seed, run=remote.run_case,
+                                   own=op in own) for op in OPERATIONS]
+    finally:
+        remote.close()
+    stale = contestant.provenance.get("stale")
+    report = ConformanceReport(shown, reports, stale,
+                               random_cases=args.examples <= 0 or hypothesis_available())
     print(report.format())
     if args.bench:
-        quick_bench(backend)
+        from .arena.compete import bench
+        if bench(contestant, args.config, args.quick, isolate) != 0:
+            return 2
+    if stale:
+        print(stale_warning(shown, stale))
+        return 1
     return 0 if report.passed else 1
 
 
