@@ -288,6 +288,41 @@ def test_the_run_ends_within_its_bound(hostile_run, capsys):
     assert hostile_run["seconds"] < TIME_BOUND_S
 
 
+def test_the_board_can_be_rendered_again_from_the_hostile_run(hostile_run, hostile_root):
+    root, site = hostile_root
+    again = root / "as-me" / "again"
+    (run_file,) = [p for p in hostile_run["results_dir"].glob("*.json")
+                   if p.name != "earlier-run.json"]
+    done = hostile_field.tinytorch(["leaderboard", run_file, "--board-dir", again], site,
+                                   cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "hostile_honest" in (again / "README.md").read_text()
+
+
+IMPORT_MARK = "tinytorch-hostile-import-mark"
+
+
+def test_listing_and_checking_the_field_runs_no_import_time_code_outside(hostile_root, tmp_path):
+    """`backends` and `check` load every plugin: its import-time code stays in the sandbox."""
+    root, site = hostile_root
+    cwd = root / "listing"
+    cwd.mkdir()
+    places = [cwd, Path.home(), Path("/tmp")]
+    listed = hostile_field.tinytorch(["backends", "--json", "--timeout", "5"], site, cwd=cwd,
+                                     timeout=300)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    records = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert records["hostile_import_spy"]["status"] == "ok"
+    assert "did not finish within 5 s" in records["hostile_slow_import"]["error"]
+    assert "crashes on import" in records["hostile_import_crash"]["error"]
+    assert "invalid backend name" in records["$x^{$"]["error"]
+    checked = hostile_field.tinytorch(["check", "hostile_import_spy", "--examples", "2"], site,
+                                      cwd=cwd, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
+    assert "hostile_import_spy: all operations pass" in checked.stdout
+    assert not [p for p in places if (p / IMPORT_MARK).exists()], places
+
+
 FAIRNESS = [HONEST, "hostile_idle_thrasher", "hostile_stopper", "hostile_lazy_handler",
             "hostile_blinder", "hostile_secrets", "hostile_daemon", "hostile_shm_hog"]
 
