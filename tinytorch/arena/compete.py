@@ -38,9 +38,15 @@ def add_arguments(parser):
     parser.add_argument("--resume", metavar="RUN_ID", help="complete an interrupted run")
     parser.add_argument("--config", default=os.path.join("leaderboard", "events.toml"),
                         help="events file (default: leaderboard/events.toml)")
-    parser.add_argument("--results-dir", default=os.path.join("leaderboard", "results"))
-    parser.add_argument("--board-dir", default="leaderboard",
-                        help="where README.md and index.html are written")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the run into the course's leaderboard/ (results/ and the "
+                             "board); without it compete writes into tinytorch-runs/ and never "
+                             "over the published board")
+    parser.add_argument("--results-dir", default=None,
+                        help="where run files go (default: results/ under the board folder)")
+    parser.add_argument("--board-dir", default=None,
+                        help="where README.md and index.html are written (default: "
+                             "leaderboard with --publish, else tinytorch-runs)")
     parser.add_argument("--shard", type=shard_argument, metavar="K/N",
                         help="run shard K of N (from 1): the references and this shard's slice "
                              "of the other backends; writes RUN_ID.shard-K-of-N.json and no "
@@ -274,11 +280,22 @@ def bench(contestant: Contestant, config, quick: bool, isolate: bool) -> int:
     return 0
 
 
+PUBLISHED, PRIVATE = "leaderboard", "tinytorch-runs"
+
+
+def output_folders(args) -> None:
+    """Fill in --results-dir and --board-dir: the course's board only with --publish."""
+    board = args.board_dir or (PUBLISHED if args.publish else PRIVATE)
+    args.board_dir = board
+    args.results_dir = args.results_dir or os.path.join(board, "results")
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
     from .board import render
     from .merging import merge
+    output_folders(args)
     try:
         rules, events = load_events(args.config)
     except EventsFileError as exc:
@@ -336,4 +353,7 @@ def run(args) -> int:
     print(summary_table(board))
     print(f"\nresults: {path}\nboard:   {os.path.join(args.board_dir, 'README.md')}, "
           f"{os.path.join(args.board_dir, 'index.html')}")
+    if not args.publish and os.path.abspath(args.board_dir) != os.path.abspath(PUBLISHED):
+        print(f"(your own folder, not the course's board; `tinytorch compete --publish` writes "
+              f"{PUBLISHED}/)")
     return 0

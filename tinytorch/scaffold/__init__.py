@@ -9,6 +9,7 @@ to optimise. `pip install -e submissions/NAME` then `tinytorch check NAME`.
 from __future__ import annotations
 
 import keyword
+import re
 import string
 import sys
 from pathlib import Path
@@ -20,15 +21,20 @@ SUFFIX = ".tmpl"
 
 
 def _check_name(name: str) -> None:
-    # A leading underscore would also pass as an identifier, but `_x` makes the
-    # distribution `-x-kernels`, which pip rejects (PEP 508 names start alphanumeric).
-    if not (name.isidentifier() and name.isascii() and name[0].isalpha()) \
-            or keyword.iskeyword(name):
-        raise ValueError(f"submission name {name!r} must be a Python identifier that starts "
-                         f"with a letter (ASCII letters, digits and underscores), e.g. "
+    # The registry's rule for backend names (lowercase ASCII, a letter first: `_x` would
+    # make the distribution `-x-kernels`, which pip rejects), minus '-', which a Python
+    # package name cannot hold.
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name) or keyword.iskeyword(name):
+        raise ValueError(f"submission name {name!r} must start with a lowercase letter and "
+                         f"hold only lowercase ASCII letters, digits and underscores, e.g. "
                          f"alice_smith")
     if name in CORE_NAMES:
         raise ValueError(f"submission name {name!r} is a core backend's name; choose another")
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
 
 
 def template_values(name: str) -> dict[str, str]:
@@ -38,6 +44,7 @@ def template_values(name: str) -> dict[str, str]:
         "package": f"{name}_kernels",                          # the import package
         "distribution": f"{name.replace('_', '-')}-kernels",   # what pip lists
         "class_name": "".join(p.capitalize() for p in name.split("_") if p) + "Backend",
+        "tinytorch_version": _version(),                        # pinned: see pyproject.toml
     }
 
 
