@@ -38,16 +38,23 @@ def _compete(*args, cwd):
                           cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow    # ~1-2 minutes on 2 cores: every event and backend (CI runs it)
-def test_quick_competition_writes_a_ranked_board(tmp_path):
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
     """The README's main command, with --quick, over every registered backend."""
     from tinytorch.backends.registry import list_backends
     if not {"alice", "bob"} <= {r.name for r in list_backends(load=False)}:
         skip_or_fail("the submissions alice and bob are not installed "
                      "(pip install -e submissions/alice -e submissions/bob)")
+    tmp_path = tmp_path_factory.mktemp("quick")
     done = _compete("--quick", "--jobs", "2", "--config", REPO / "leaderboard" / "events.toml",
                     "--results-dir", tmp_path / "results", "--board-dir", tmp_path / "board",
                     cwd=tmp_path)
+    return tmp_path, done
+
+
+@pytest.mark.slow    # ~1-2 minutes on 2 cores: every event and backend (CI runs it)
+def test_quick_competition_writes_a_ranked_board(quick_run):
+    tmp_path, done = quick_run
     assert done.returncode == 0, done.stderr[-3000:]
     (run_file,) = glob.glob(str(tmp_path / "results" / "*.json"))
     doc = results.load(run_file)
@@ -69,6 +76,33 @@ def test_quick_competition_writes_a_ranked_board(tmp_path):
     assert "<svg" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)   # nothing to fetch: works offline
     assert "rank" in done.stdout and "optimized" in done.stdout
+
+
+#: How far a student's `check --bench` may land from the board on the same machine: the
+#: score within 25 %, each event within 2x (one --quick shape and three batches per event
+#: are noisy on a shared 2-core machine; a quiet one agrees much closer).
+SCORE_AGREEMENT, EVENT_AGREEMENT = 1.25, 2.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["alice", "bob"])
+def test_check_bench_predicts_the_board(quick_run, name):
+    from tinytorch.arena.scoring import score_run
+    tmp_path, done = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_file,) = glob.glob(str(tmp_path / "results" / "*.json"))
+    board = score_run(results.load(run_file))[name]
+    checked = subprocess.run([sys.executable, "-m", "tinytorch", "check", name, "--bench",
+                              "--quick", "--examples", "0", "--json", "--config",
+                              str(REPO / "leaderboard" / "events.toml")],
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
+    bench = json.loads(checked.stdout)["bench"]
+    assert set(bench["events"]) == set(board["events"])
+    ratio = bench["score"] / board["score"]
+    assert 1 / SCORE_AGREEMENT < ratio < SCORE_AGREEMENT, (bench, board["events"])
+    for event, value in board["events"].items():
+        assert 1 / EVENT_AGREEMENT < bench["events"][event] / value < EVENT_AGREEMENT, event
 
 
 def test_leaderboard_rerenders_and_exports_csv(tmp_path, capsys):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import sys
 
@@ -268,6 +269,14 @@ class ConformanceReport:
     def failures(self) -> list[OperationReport]:
         return [op for op in self.operations if not op.passed]
 
+    def to_dict(self) -> dict:
+        """The report as JSON-ready values (`tinytorch check --json`)."""
+        return {"backend": self.backend, "passed": self.passed, "stale": self.stale,
+                "random_cases": self.random_cases,
+                "operations": [{"operation": op.operation, "own": op.own, "passed": op.passed,
+                                "cases": op.cases, "worst_error": op.worst_error,
+                                "failure": op.failure} for op in self.operations]}
+
     def format(self) -> str:
         lines = [f"conformance of backend {self.backend!r} (tolerance: relative error "
                  f"<= {TOLERANCE['float32']:g} float32, {TOLERANCE['float64']:g} float64)"]
@@ -394,37 +403,74 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="with --bench: the board's --quick shapes and repeats")
     parser.add_argument("--config", default=os.path.join("leaderboard", "events.toml"),
-                        help="with --bench: the events file (default: leaderboard/events.toml)")
+                        help="the board's events file, for its rules and --bench's events "
+                             "(default: leaderboard/events.toml; its defaults if missing)")
     parser.add_argument("--examples", type=int, default=25, metavar="N",
                         help="random cases per operation after the edge cases (default: 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cases")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (for graders and scripts) instead of text")
 
 
-def _limits(config):
-    """The competition's limits and BLAS rule from the events file, or its defaults."""
+def _board_rules(config):
+    """The board's rules and events from its events file, or the defaults without one."""
     from .arena.events import EventsFileError, Rules, load_events
-    from .arena.sandbox import Limits
     try:
-        rules, _ = load_events(config)
+        return load_events(config)
     except EventsFileError as exc:
         if os.path.exists(config):
-            print(f"note: {exc}; checking under the default rules", file=sys.stderr)
-        rules = Rules()
-    return Limits(wall_time_s=rules.wall_time_s, memory_mb=rules.memory_mb,
-                  threads=rules.threads, allow_blas=rules.allow_blas)
+            raise
+        print(f"note: {exc}; using the default rules", file=sys.stderr)
+        return Rules(), []
+
+
+def _conformance(contestant, rules, args, isolate):
+    """(report, error) of the conformance suite run in a sandboxed worker."""
+    from .arena import sandbox
+    from .arena.checking import RemoteBackend
+    from .arena.runner import WorkerFailure
+    limits = sandbox.Limits(wall_time_s=rules.wall_time_s, memory_mb=rules.memory_mb,
+                            threads=rules.threads, allow_blas=rules.allow_blas)
+    remote = RemoteBackend(contestant, limits, isolate=isolate)
+    try:
+        try:
+            remote.start()
+        except WorkerFailure as exc:
+            return None, f"could not load backend: {exc.reason}"
+        reports = [check_operation(None, op, args.examples, args.seed, run=remote.run_case,
+                                   own=op in remote.operations) for op in OPERATIONS]
+    finally:
+        remote.close()
+    return ConformanceReport(contestant.name, reports, contestant.provenance.get("stale"),
+                             random_cases=args.examples <= 0 or hypothesis_available()), None
+
+
+def _format_bench(name, bench) -> str:
+    lines = [f"\nthe board's events{' (--quick)' if bench['quick'] else ''}, "
+             f"{bench['threads']} thread(s), as `tinytorch compete` scores them "
+             f"(t_optimized / t_{name}, higher is better; the memory event compares peak memory):"]
+    for event, ratio in bench["events"].items():
+        lines.append(f"  {event:<24} {'-' if ratio is None else f'{ratio:.3g}x':>9}")
+    lines.append(f"unranked: {bench['unranked_reason']}" if bench["unranked_reason"] else
+                 f"score: {bench['score']:.3f} (the optimized reference scores 1.000)")
+    return "\n".join(lines)
 
 
 def run(args) -> int:
-    """Check one backend in a sandboxed worker (unsandboxed, with a note, without bubblewrap)."""
+    """Check one backend in a sandboxed worker (unsandboxed, with a note, without bubblewrap).
+
+    Exit status: 0 all pass; 1 a failure, a broken rule or a stale build; 2 an unknown
+    backend or an unusable events file.
+    """
     from .arena import sandbox
-    from .arena.checking import RemoteBackend
-    from .arena.compete import UnknownBackend, contestants
-    from .arena.runner import WorkerFailure
+    from .arena.compete import UnknownBackend, bench, contestants
+    from .arena.events import EventsFileError
     from .backends.registry import display_name
     from .backends.staleness import stale_warning
     try:
         (contestant,) = [c for c in contestants([args.name]) if c.name == args.name]
-    except UnknownBackend as exc:
+        rules, events = _board_rules(args.config)
+    except (UnknownBackend, EventsFileError) as exc:
         print(f"tinytorch check: {exc}", file=sys.stderr)
         return 2
     except ValueError:
@@ -432,40 +478,31 @@ def run(args) -> int:
               f"distributions; see `tinytorch backends`", file=sys.stderr)
         return 2
     shown = display_name(contestant.name)
-    blocked = contestant.provenance.get("load_error") or contestant.provenance.get("violation")
-    if blocked:
-        print(f"{shown}: FAIL: {blocked}")
-        return 1
     try:
         sandbox.check_available()
         isolate = True
     except sandbox.SandboxUnavailable as exc:
         print(f"note: checking {shown} unsandboxed, in a child process: {exc}", file=sys.stderr)
         isolate = False
-    remote = RemoteBackend(contestant, _limits(args.config), isolate=isolate)
-    try:
-        try:
-            remote._ready_worker()
-        except WorkerFailure as exc:
-            print(f"{shown}: FAIL: could not load backend: {exc.reason}")
-            return 1
-        own = remote.operations
-        reports = [check_operation(None, op, args.examples, args.seed, run=remote.run_case,
-                                   own=op in own) for op in OPERATIONS]
-    finally:
-        remote.close()
     stale = contestant.provenance.get("stale")
-    report = ConformanceReport(shown, reports, stale,
-                               random_cases=args.examples <= 0 or hypothesis_available())
-    print(report.format())
-    if args.bench:
-        from .arena.compete import bench
-        if bench(contestant, args.config, args.quick, isolate) != 0:
-            return 2
-    if stale:
-        print(stale_warning(shown, stale))
-        return 1
-    return 0 if report.passed else 1
+    error = contestant.provenance.get("load_error") or contestant.provenance.get("violation")
+    report = None
+    if error is None:
+        report, error = _conformance(contestant, rules, args, isolate)
+    benched = bench(contestant, rules, events, args.quick, isolate) \
+        if args.bench and error is None and events else None
+    passed = error is None and report.passed and not stale
+    if args.json:
+        print(json.dumps({"backend": contestant.name, "passed": passed, "error": error,
+                          "stale": stale, "report": report.to_dict() if report else None,
+                          "bench": benched}, indent=1))
+    else:
+        print(f"{shown}: FAIL: {error}" if error else report.format())
+        if benched:
+            print(_format_bench(shown, benched))
+        if stale:
+            print(stale_warning(shown, stale))
+    return 0 if passed else 1
 
 
 # ---------------------------------------------------------------- the pytest entry

@@ -43,7 +43,8 @@ class RemoteBackend:
         self.fatal: dict[str, str] = {}  # operation -> the rule it broke: its later cases fail so
         self.operations: list[str] = []  # what the backend implements itself (as it says)
 
-    def _ready_worker(self):
+    def start(self):
+        """The worker with the backend loaded (a new one after a failure)."""
         if self.worker is None:
             own = [self.contestant.location] if self.contestant.location else []
             worker = spawn_worker(self.limits, isolate=self.isolate, own_paths=own,
@@ -64,7 +65,7 @@ class RemoteBackend:
         args = case.arguments()
         expected = reference(case, args)
         try:
-            worker = self._ready_worker()
+            worker = self.start()
             staged, specs, arrays = [], [], []
             for index, arg in enumerate(args):
                 if not isinstance(arg, np.ndarray):

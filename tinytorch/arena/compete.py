@@ -244,18 +244,13 @@ def summary_table(board) -> str:
     return "\n".join(lines)
 
 
-def bench(contestant: Contestant, config, quick: bool, isolate: bool) -> int:
+def bench(contestant: Contestant, rules, events, quick: bool, isolate: bool) -> dict:
     """`tinytorch check NAME --bench`: the board's events and rules for one backend beside
-    the references, run by the same code as `tinytorch compete`; prints its per-event
-    ratios as the board would score them. Writes nothing the course keeps."""
+    the references, run by the same code as `tinytorch compete` and scored as the board
+    scores it (per-event ratios, score, unranked reason). Writes nothing the course keeps."""
     import tempfile
 
     from tqdm import tqdm
-    try:
-        rules, events = load_events(config)
-    except EventsFileError as exc:
-        print(f"tinytorch check --bench: {exc}", file=sys.stderr)
-        return 2
     field = [c for c in contestants([]) if c.reference] + [contestant]
     doc = new_document(rules, events, quick, isolation_record(isolate))
     total = sum(2 * len(cases_for(events, c.name, quick)) for c in field)
@@ -267,17 +262,9 @@ def bench(contestant: Contestant, config, quick: bool, isolate: bool) -> int:
         finally:
             arena.close()
     scored = score_backend(doc["backends"][contestant.name], doc, best_blas_gflops(doc))
-    print(f"\nthe board's events{' (--quick)' if quick else ''}, {rules.threads} thread(s), "
-          f"as `tinytorch compete` scores them (t_optimized / t_{contestant.name}, higher is "
-          f"better; the memory event compares peak memory):")
-    for event in events:
-        ratio = scored["events"].get(event.name)
-        print(f"  {event.name:<24} {'-' if ratio is None else f'{ratio:.3g}x':>9}")
-    if scored["unranked_reason"]:
-        print(f"unranked: {scored['unranked_reason']}")
-    else:
-        print(f"score: {scored['score']:.3f} (the optimized reference scores 1.000)")
-    return 0
+    return {"events": {e.name: scored["events"].get(e.name) for e in events},
+            "score": scored["score"], "unranked_reason": scored["unranked_reason"],
+            "threads": rules.threads, "quick": quick}
 
 
 PUBLISHED, PRIVATE = "leaderboard", "tinytorch-runs"
