@@ -66,7 +66,8 @@ def score_backend(row, doc, blas_limit) -> dict:
     for case in row.get("cases", []):
         case = dict(case)
         status = case.get("status")
-        if status == "ok" and blas_limit and case.get("gflops", 0) > IMPOSSIBLE_FACTOR * blas_limit:
+        rate = case.get("gflops") or 0          # null for a case without a FLOP count
+        if status == "ok" and blas_limit and rate > IMPOSSIBLE_FACTOR * blas_limit:
             status = case["status"] = "impossible"
             case["reason"] = (f"impossible time: {case['gflops']:.1f} GFLOP/s is more than "
                               f"{IMPOSSIBLE_FACTOR:g}x the best BLAS rate of this run "
