@@ -2,7 +2,8 @@
 
 The schema is generated from the tree load() checks with; here damaged run
 documents go through both, and they must agree, except where JSON Schema
-cannot say what load() checks (named below).
+cannot say what load() checks (named below). Documents load() accepts also
+render into a board, never a traceback.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import board_runs as runs
 from test_fuzz import _run_document, damaged_run, json_values
 from tinytorch.arena import results
-from tinytorch.arena.results_schema import schema
+from tinytorch.arena.board import render
+from tinytorch.arena.results_schema import SCHEMA_FILE, schema
 
 REPO = Path(__file__).resolve().parents[1]
 VALIDATOR = jsonschema.Draft202012Validator(schema())
@@ -76,3 +78,14 @@ def test_a_new_key_load_checks_names_the_file_and_key(tmp_path):
     doc["backends"]["alice"]["name"] = "optimized"
     _, refusal = _loads(tmp_path, doc)
     assert "backends['alice'].name is 'optimized'; a row's name must be its key" in refusal
+
+
+@settings(FUZZ, max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                         HealthCheck.filter_too_much])
+@given(doc=st.one_of(damaged_run(), damaged_run(base=_board_run)))
+def test_a_run_file_load_accepts_renders_into_a_board(tmp_path_factory, doc):
+    folder = tmp_path_factory.mktemp("board")
+    loaded, _ = _loads(folder, doc)
+    assume(loaded is not None)
+    render([(str(folder / "run.json"), loaded)], folder / "board")
+    assert json.loads((folder / "board" / SCHEMA_FILE).read_text()) == schema()

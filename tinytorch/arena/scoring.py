@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+REFERENCES = ("optimized", "numpy", "naive")    # what a case is compared with
 DISQUALIFYING = ("wrong", "nan", "error", "crash", "impossible", "violation")
 PENALISED = ("timeout", "memory")
 PENALTY = 0.01
@@ -31,10 +32,12 @@ def case_key(case) -> tuple:
     return case["event"], case["label"], case["dtype"]
 
 
-def best_blas_gflops(doc) -> float | None:
+def best_blas_gflops(doc, dtype=None) -> float | None:
+    """The best GFLOP/s numpy's matmul reached in this run (of `dtype`, or any)."""
     numpy_row = doc.get("backends", {}).get("numpy", {})
     rates = [c["gflops"] for c in numpy_row.get("cases", [])
-             if c.get("status") == "ok" and c.get("kind") == "matmul" and c.get("gflops")]
+             if c.get("status") == "ok" and c.get("kind") == "matmul" and c.get("gflops")
+             and dtype in (None, c.get("dtype"))]
     return max(rates) if rates else None
 
 
@@ -60,8 +63,8 @@ def _time_ratio(case, other):
 def score_backend(row, doc, blas_limit) -> dict:
     """Per-case ratios, per-event ratios, the score, and whether the backend is ranked."""
     by_name = doc.get("backends", {})
-    lookup = {name: {case_key(c): c for c in other.get("cases", [])}
-              for name, other in by_name.items()}
+    lookup = {name: {case_key(c): c for c in by_name[name].get("cases", [])}
+              for name in REFERENCES if name in by_name}     # not every row: a class is 300
     cases, events, reason = [], {}, row.get("load_error")
     for case in row.get("cases", []):
         case = dict(case)
