@@ -21,11 +21,9 @@ from . import charts, display
 from .history import score_history
 from .merging import merge
 from .results_schema import SCHEMA_FILE, schema
-from .scoring import REFERENCES, best_blas_gflops, case_key, geomean
+from .scoring import DISQUALIFYING, PENALISED, REFERENCES, best_blas_gflops, case_key, geomean
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
-BAD = {"wrong", "nan", "error", "crash", "impossible", "violation"}
-PENALISED = {"timeout", "memory"}
 
 
 def _aggregate(row, key):
@@ -70,14 +68,14 @@ def ranked_rows(board) -> list[dict]:
 # ------------------------------------------------------------------ what each row shows
 
 def _status_class(status) -> str:
-    return ("ok" if status == "ok" else "bad" if status in BAD else "penalty"
+    return ("ok" if status == "ok" else "bad" if status in DISQUALIFYING else "penalty"
             if status in PENALISED else "skip" if status == "skipped" else "other")
 
 
 def _case_view(case, shows_speed) -> dict:
     """One case as the per-backend table shows it; no speed figures unless `shows_speed`."""
-    timing = (case.get("time_ms") or {}) if shows_speed and case["status"] == "ok" else {}
-    speed = case if timing or (shows_speed and case.get("memory_mb") is not None) else {}
+    speed = case if shows_speed and case["status"] == "ok" else {}
+    timing = speed.get("time_ms") or {}
     return {"event": case["event"], "label": case["label"], "dtype": case["dtype"],
             "kind": case.get("kind"), "workload": case.get("workload"), "flops": case.get("flops"),
             "status": case["status"], "status_class": _status_class(case["status"]),
@@ -122,7 +120,6 @@ def _row_view(row, events, board_dir) -> dict:
             "score": row["score"] if speed else None,
             "events": {e["name"]: row["events"].get(e["name"]) for e in events} if speed else {},
             "fraction_of_numpy": row["fraction_of_numpy"] if speed else None,
-            "speedup_vs_naive": row["speedup_vs_naive"] if speed else None,
             "package": " ".join(display.token(row[k]) for k in ("distribution", "version")
                                 if row.get(k)),
             "reason": row["unranked_reason"], "load_error": row.get("load_error"),
@@ -150,13 +147,15 @@ def throughput_table(rows) -> tuple[list, list]:
 
 
 def _isolation(runs) -> dict:
-    """What the runs say about the sandbox: unsandboxed and unrecorded runs are named."""
-    unsandboxed = [r["run_id"] for r in runs if (r.get("isolation") or {}).get("sandboxed") is False]
-    unrecorded = [r["run_id"] for r in runs if not r.get("isolation")]
+    """What the runs say about the sandbox: unsandboxed and unrecorded runs are named (once,
+    however many shard files a run has)."""
+    unsandboxed = dict.fromkeys(r["run_id"] for r in runs
+                                if (r.get("isolation") or {}).get("sandboxed") is False)
+    unrecorded = dict.fromkeys(r["run_id"] for r in runs if not r.get("isolation"))
     tools = sorted({" ".join(filter(None, [i.get("tool") or "a sandbox",
                                            i.get("mode") and f"(as {i['mode']})"]))
                     for i in (r.get("isolation") or {} for r in runs) if i.get("sandboxed")})
-    return {"unsandboxed": unsandboxed, "unrecorded": unrecorded, "tools": tools}
+    return {"unsandboxed": list(unsandboxed), "unrecorded": list(unrecorded), "tools": tools}
 
 
 def _machine(machine) -> list[tuple[str, str]]:
@@ -190,8 +189,8 @@ def context(board, files, board_dir, history) -> dict:
             workloads.setdefault(event.get("workload") or event["kind"], []).append(event["name"])
     titles = {workload: " / ".join(names) for workload, names in workloads.items()}
     ceilings = _rate_ceilings(files)
-    runs = [{**run, "link": _link(run["path"], board_dir), "machine_lines": _machine(run["machine"])}
-            for run in board["runs"]]
+    runs = [{**run, "link": _link(run["path"], board_dir),
+             "machine_lines": _machine(run["machine"])} for run in board["runs"]]
     return {
         "rows": rows, "events": events, "runs": runs, "rules": board["rules"],
         "latest": max(runs, key=lambda r: r["machine"].get("date") or ""),
@@ -210,7 +209,8 @@ def context(board, files, board_dir, history) -> dict:
             "scores": charts.score_distribution(rows, "_c-scores"),
             "events": charts.event_ratios(rows, events, "_c-events"),
             "history": charts.score_history(history["runs"], rows, "_c-history"),
-            "rates": [(title, charts.gflops_by_size(workload, title, rows, ceilings, f"_c-rate{i}"))
+            "rates": [(title, charts.gflops_by_size(workload, title, rows, ceilings,
+                                                    f"_c-rate{i}"))
                       for i, (workload, title) in enumerate(titles.items())]},
     }
 
