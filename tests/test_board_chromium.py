@@ -203,11 +203,18 @@ def test_first_screen_shows_every_rank_score_and_event_and_the_linked_row(browse
                                        ".map(s => s.getBoundingClientRect().width)")
     assert len(charts) >= 4 and all(width > 300 for width in charts)   # scores, events, 2 rates
 
+    showing = "document.getElementById('_showing').innerText"
+    assert browser.evaluate(session, showing) == " In red: alice."
+
     # Another row, by the address alone: the highlight follows.
     browser.evaluate(session, "location.hash = '#bob'")
     rows = _rows(browser, session, events)
     assert [row["name"] for row in rows if row["me"]] == ["bob"]
     assert set(browser.evaluate(session, MARKS)["shown"]) == {"bob"}
+    browser.evaluate(session, "location.hash = '#mallory'")        # unranked: nothing drawn
+    assert [row["name"] for row in _rows(browser, session, events) if row["me"]] == ["mallory"]
+    assert browser.evaluate(session, MARKS)["shown"] == []
+    assert "mallory is unranked" in browser.evaluate(session, showing)
 
 
 def test_the_ranking_sorts_and_filters(browser, default_page):
