@@ -25,7 +25,7 @@ NEWLINE = " \u23ce "     # a line break inside a text, shown as a return symbol
 _INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"}
 #: what can start inline Markdown in a line of text (GitHub's, with its math and tables);
 #: block syntax cannot start: every shown text sits inside a line the template began.
-_MARKDOWN_SPECIAL = set("\\`*_[]<>!|~$&#^:@")
+_MARKDOWN_SPECIAL = set("\\`*_[]<>!|~$&#^")
 _WORD_JOINER = "\u2060"
 
 
@@ -75,8 +75,8 @@ def text(raw, limit: int = TEXT_LIMIT) -> str:
 def markdown(shown: str) -> str:
     """Text made safe for Markdown (GitHub's): every character that could start inline
     syntax is backslash-escaped, and so is the dot of `www.`. GitHub links e-mail
-    addresses, @mentions, :emoji: and URLs even when escaped, so a word joiner (invisible)
-    follows an `@` or `:` that a name or a `/` follows."""
+    addresses, @mentions, :emoji: and URLs even when escaped, so instead an invisible word
+    joiner follows an `@` or `:` that a name or a `/` follows (`https:⁠//`, `a@⁠b`)."""
     out = []
     for i, ch in enumerate(shown):
         after = shown[i + 1:i + 2]
