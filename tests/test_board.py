@@ -62,9 +62,10 @@ def test_model_throughput_shows_the_ratio_the_event_score_uses(tmp_path):
 
 def test_unranked_rows_show_their_reason_and_no_speed_figures(tmp_path):
     field = runs.default_field() + [runs.backend("late", 1.0, failure=(
-        "violation", "interference: worked while another backend was timed"))]
+        "violation", "interference: worked while another backend was timed")),
+        runs.backend("newer", 1.0, failure=("sandbox-escape", "a status this board predates"))]
     _, readme, page_html = _render(tmp_path, [runs.run_document(field)])
-    for name in ("mallory", "late"):
+    for name in ("mallory", "late", "newer"):       # an unknown status never passes
         per_event = readme.split("## Per event")[1].split("\n## ")[0]
         line = next(x for x in per_event.splitlines() if x.startswith(f"| {name} |"))
         assert set(line.strip("| ").split(" | ")[1:]) == {"-"}

@@ -7,9 +7,10 @@
 - per event: geometric mean over its cases; a timeout or memory blow-up
   counts 0.01;
 - score: geometric mean over events (the `optimized` reference scores 1.0).
-A wrong answer, NaN, exception, crash, impossible time or rule violation leaves the backend
-unranked with the first such reason. A time faster than twice the best BLAS
-rate of the run (numpy's best matmul GFLOP/s) is impossible.
+A wrong answer, NaN, exception, crash, impossible time or rule violation leaves the
+backend unranked with the first such reason, and so does a status this module does not
+know (a newer harness's): an unknown failure never counts as a pass. A time faster than
+twice the best BLAS rate of the run (numpy's best matmul GFLOP/s) is impossible.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import math
 REFERENCES = ("optimized", "numpy", "naive")    # what a case is compared with
 DISQUALIFYING = ("wrong", "nan", "error", "crash", "impossible", "violation")
 PENALISED = ("timeout", "memory")
+SCORED = ("ok", "skipped", *PENALISED)          # any other status leaves the backend unranked
 PENALTY = 0.01
 MEMORY_FLOOR_MB = 1.0
 IMPOSSIBLE_FACTOR = 2.0
@@ -82,7 +84,7 @@ def score_backend(row, doc, blas_limit) -> dict:
             case["fraction_of_numpy"] = _time_ratio(case, lookup.get("numpy", {}).get(key))
         elif status in PENALISED:
             case["ratio"] = PENALTY
-        if status in DISQUALIFYING and reason is None:
+        if status not in SCORED and reason is None:
             reason = f"{case['event']} {case['label']} {case['dtype']}: {case.get('reason')}"
         if case.get("ratio") is not None:
             events.setdefault(case["event"], []).append(case["ratio"])
