@@ -185,18 +185,15 @@ def gflops_by_size(workload, title, rows, ceilings, prefix) -> str | None:
 
 def score_history(history, rows, prefix) -> str | None:
     """Each backend's score in every run kept in the results folder (two runs or more)."""
-    if len(history) < 2:
-        return None
-    figure, (axes,) = _figure(6.2, 2.8)
-    xs = range(len(history))
-
     def series(row):
         return [run["scores"].get(row["anchor"], math.nan) for run in history]
     candidates = [r for r in rows if not r["reference"] and
                   any(math.isfinite(v) for v in series(r))]
-    tops = [r for r in _top(rows) if r in candidates]
-    if not candidates:
+    if len(history) < 2 or not candidates:
         return None
+    tops = [r for r in _top(rows) if r in candidates]
+    figure, (axes,) = _figure(6.2, 2.8)
+    xs = range(len(history))
     axes.axhline(1.0, color="black", linewidth=1, label="optimized (1.0)")
     for colour, row in zip(PALETTE, tops):
         axes.plot(xs, series(row), "-o", color=colour, markersize=4, label=_label(row))
