@@ -417,9 +417,10 @@ WRONG_TYPES = [None, False, 0, -1.5, 1e300, 10**400, "", "1/0", [], ["x"], [{}],
 
 
 @st.composite
-def damaged_run(draw):
-    """A valid run document with one to three values replaced by random JSON or deleted."""
-    doc = _run_document("damaged")
+def damaged_run(draw, base=_run_document):
+    """A valid run document (`base(run_id)`) with one to three values replaced by random
+    JSON or deleted."""
+    doc = base("damaged")
     for _ in range(draw(st.integers(1, 3))):
         places = {}
         for schema, container, key in _places(doc):

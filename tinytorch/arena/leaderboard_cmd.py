@@ -1,17 +1,19 @@
-"""`tinytorch leaderboard`: re-render the board from result files, or export scores as CSV.
+"""`tinytorch leaderboard`: re-render the board from result files, or export grades.
 
 Several files merge into one board (runs on identical machines, shards of
 one run); `--csv` prints name,score,rank of every candidate for a gradebook
-(unranked candidates have an empty score and rank).
+(unranked candidates have an empty score and rank); `--gradescope DIR` writes
+one Gradescope results.json per candidate (grades.py). Either export replaces
+rendering.
 """
 from __future__ import annotations
 
-import csv
 import glob
 import os
 import sys
 
-from .board import ranked_rows, render
+from .board import render
+from .grades import GRADESCOPE_FILE, write_csv, write_gradescope
 from .merging import load_all, merge
 from .results import ResultsError
 
@@ -24,15 +26,23 @@ def add_arguments(parser):
                         help="where README.md and index.html are written")
     parser.add_argument("--csv", action="store_true",
                         help="print name,score,rank for a gradebook instead of rendering")
+    parser.add_argument("--gradescope", metavar="DIR",
+                        help=f"write DIR/<backend>/{GRADESCOPE_FILE} in Gradescope's format "
+                             f"per candidate instead of rendering")
 
 
-def write_csv(board, stream) -> None:
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(["name", "score", "rank"])
-    for row in ranked_rows(board):
-        if not row.get("reference"):
-            score = "" if row["score"] is None or not row["ranked"] else f"{row['score']:.6g}"
-            writer.writerow([row["name"], score, row["rank"] or ""])
+def _export(args, files) -> None:
+    board = merge(files)
+    if args.csv:
+        write_csv(board, sys.stdout)
+    if args.gradescope:
+        written = write_gradescope(board, args.gradescope)
+        report = sys.stderr if args.csv else sys.stdout     # stdout may be the CSV
+        print(f"{len(written)} {GRADESCOPE_FILE} file(s) written under {args.gradescope}",
+              file=report)
+        for name, path in written:
+            if os.path.basename(os.path.dirname(path)) != name:    # a name outside [a-z0-9_-]
+                print(f"  {name} -> {path}", file=report)
 
 
 def run(args) -> int:
@@ -43,12 +53,16 @@ def run(args) -> int:
         return 2
     try:
         files = load_all(paths)
-        if args.csv:
-            write_csv(merge(files), sys.stdout)
+        if args.csv or args.gradescope:
+            _export(args, files)
             return 0
         render(files, args.board_dir)
     except ResultsError as exc:
         print(f"tinytorch leaderboard: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"tinytorch leaderboard: cannot write {exc.filename}: {exc.strerror}",
+              file=sys.stderr)
         return 2
     print(f"board written to {os.path.join(args.board_dir, 'README.md')} and "
           f"{os.path.join(args.board_dir, 'index.html')} from {len(paths)} file(s)")

@@ -15,9 +15,13 @@ import collections
 import json
 import os
 
-from . import results
+from . import display, results
 from .scoring import score_run
 from .sharding import shard_index
+
+
+#: more backends measured in several files than this get one note, not one each.
+REPLACEMENT_NOTES = 5
 
 
 def _label(path) -> str:
@@ -108,7 +112,7 @@ def merge(files: list[tuple[str, dict]]) -> dict:
         key = machine_key(doc["machine"])
         for name, row in doc["backends"].items():
             merged = {**row, **scores[name], "run_id": doc["run_id"], "shard": doc.get("shard"),
-                      "file": _label(path)}
+                      "file": _label(path), "path": os.fspath(path)}
             if majority is None:
                 merged["machine_note"] = (f"measured on {describe_machine(key)}; no majority "
                                           f"machine: the files tie between machines")
@@ -137,20 +141,27 @@ def merge(files: list[tuple[str, dict]]) -> dict:
         if row.get("machine_note") and majority is not None:
             odd[(machine_key(doc["machine"]), _where(doc), _label(path))].append(row["name"])
     for (key, where, label), names in sorted(odd.items()):
-        notes.append(f"{', '.join(sorted(names))}: measured on a different machine than most "
-                     f"files ({describe_machine(key)} in {where}, {label}; most files: "
-                     f"{describe_machine(majority)}); compare their ratios with care or re-run "
-                     f"them on the usual machines")
+        notes.append(f"{', '.join(sorted(map(display.name, names)))}: measured on a different "
+                     f"machine than most files ({describe_machine(key)} in {where}, {label}; "
+                     f"most files: {describe_machine(majority)}); compare their ratios with "
+                     f"care or re-run them on the usual machines")
 
+    replacements = []
     for name, losers in sorted(replaced.items()):
         stamp, row, doc, path = kept[name]
         if row.get("reference") and all(lost[1].get("reference") for lost in losers):
             continue    # measured in every shard by design; said once below
         older = "; ".join(f"{_where(d)} ({_label(p)}, {s or 'undated'})" for s, _, d, p in losers)
-        note = (f"{name}: measured in {len(losers) + 1} files; the board keeps the newest, "
-                f"{_where(doc)} ({_label(path)}), and dropped {older}")
+        replacements.append(f"{display.name(name)}: measured in {len(losers) + 1} files; the "
+                            f"board keeps the newest, {_where(doc)} ({_label(path)}), and "
+                            f"dropped {older}")
         row["replaced"] = [lost[1]["file"] for lost in losers]
-        notes.append(note)
+    if len(replacements) > REPLACEMENT_NOTES:     # a folder of weekly runs: say it once
+        notes.append(f"{len(replacements)} backends were measured in several files; the board "
+                     f"keeps each one's newest row, and each backend's section names the files "
+                     f"it dropped")
+    else:
+        notes.extend(replacements)
 
     sharded = [doc for _, doc in files if doc.get("shard")]
     if sharded:
@@ -178,15 +189,17 @@ def merge(files: list[tuple[str, dict]]) -> dict:
                                 "status": "unfinished", "file": _label(path),
                                 "backends": unfinished})
     for entry in missing:
-        who = (f": {', '.join(entry['backends'])} not measured" if entry.get("backends") else
+        who = (f": {', '.join(map(display.name, entry['backends']))} not measured"
+               if entry.get("backends") else
                ": no submission was assigned to it, so only its reference rows are lost"
                if entry["status"] == "missing" else "")
         notes.append(f"shard {entry['shard']} of run {entry['run_id']} is {entry['status']}{who}")
 
     latest = max((doc for _, doc in files), key=lambda d: d["machine"].get("date") or "")
     return {"runs": [{"run_id": d["run_id"], "shard": d.get("shard"), "file": _label(p),
-                      "machine": d["machine"], "quick": d.get("quick"),
-                      "complete": d.get("complete")} for p, d in files],
+                      "path": os.fspath(p), "machine": d["machine"], "quick": d.get("quick"),
+                      "complete": d.get("complete"), "isolation": d.get("isolation")}
+                     for p, d in files],
             "events": latest["events"], "rules": latest.get("rules", {}),
             "rows": [entry[1] for entry in kept.values()],
             "notes": notes, "missing_shards": missing,

@@ -8,6 +8,7 @@ RUN_ID` continues the same file). merging.py combines several files for one boar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -17,6 +18,7 @@ import re
 import secrets
 import subprocess
 import sys
+from typing import Callable
 
 SCHEMA_VERSION = 1
 
@@ -137,23 +139,34 @@ def load(path) -> dict:
     if doc["schema_version"] != SCHEMA_VERSION:
         raise ResultsError(f"{path} has schema version {doc['schema_version']}; this "
                            f"tinytorch reads version {SCHEMA_VERSION}")
-    _check_fields(path, "", doc, _DOCUMENT)
-    _check_fields(path, "machine", doc["machine"], _MACHINE)
-    for i, entry in enumerate(doc["machine"].get("blas") or ()):
-        _check_fields(path, f"machine.blas[{i}]", entry, _BLAS)
-    for i, event in enumerate(doc["events"]):
-        _check_fields(path, f"events[{i}]", event, _EVENT)
+    _check(path, "", doc, DOCUMENT)
     for name, row in doc["backends"].items():
-        _check_fields(path, f"backends[{name!r}]", row, _ROW)
-        for i, case in enumerate(row.get("cases", ())):
-            _check_fields(path, f"backends[{name!r}].cases[{i}]", case, _CASE)
+        if row["name"] != name:
+            raise ResultsError(f"{path}: backends[{name!r}].name is {row['name']!r}; a row's "
+                               f"name must be its key")
     return doc
 
 
 # ------------------------------------------------------------------ what load() checks
 # The keys merging, scoring and the board read, with the JSON types they rely on:
 # a hand-edited or truncated-then-patched file is refused here, naming file and key,
-# instead of failing deep inside the board.
+# instead of failing deep inside the board. The same tree is the published JSON Schema
+# (results_schema.py), so the schema and these checks cannot drift apart.
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of value in a run file: how load() checks it, and its JSON Schema.
+
+    A leaf has `check`; an object has `fields` (key -> (required, Kind)); `each`
+    makes it a list of such objects ("list") or an object of them by name ("map").
+    """
+    wanted: str                                  # what a message says it must be
+    schema: dict                                 # the JSON Schema of the value itself
+    check: Callable[[object], bool] = lambda value: True
+    fields: dict | None = None
+    each: str | None = None
+    nullable: bool = False                       # JSON null is allowed too
+
 
 def _finite(value) -> bool:
     """A finite JSON number (true and false are not numbers here)."""
@@ -169,39 +182,83 @@ def _shard(value) -> bool:
     return bool(match) and 1 <= int(match[1]) <= int(match[2])
 
 
-_TEXT = (lambda v: isinstance(v, str), "a string")
-_TEXT_OR_NULL = (lambda v: v is None or isinstance(v, str), "a string or null")
-_OBJECT = (lambda v: isinstance(v, dict), "an object")
-_OBJECTS = (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
-            "a list of objects")
-_OBJECTS_OR_NULL = (lambda v: v is None or _OBJECTS[0](v), "a list of objects or null")
-_TEXTS_OR_NULL = (lambda v: v is None or isinstance(v, list) and all(isinstance(x, str) for x in v),
-                  "a list of strings or null")
-_COUNT_OR_NULL = (lambda v: v is None or isinstance(v, int) and not isinstance(v, bool),
-                  "an integer or null")
-_NUMBER = (_finite, "a finite number")
-_NUMBER_OR_NULL = (lambda v: v is None or _finite(v), "a finite number or null")
-_SHARD_OR_NULL = (lambda v: v is None or _shard(v), "null or 'K/N' with 1 <= K <= N")
+def _or_null(kind: Kind) -> Kind:
+    """`kind`, or JSON null."""
+    return dataclasses.replace(kind, wanted=f"{kind.wanted} or null", nullable=True)
+
+
+def _object(fields, wanted="an object") -> Kind:
+    return Kind(wanted, {"type": "object"}, lambda v: isinstance(v, dict), fields)
+
+
+def _objects(fields) -> Kind:
+    """A list of objects, each checked against `fields`."""
+    return Kind("a list of objects", {"type": "array", "items": {"type": "object"}},
+                lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+                fields, "list")
+
+
+#: a JSON number a float can hold: what "finite" means for a number parsed from JSON.
+_FINITE = {"minimum": -sys.float_info.max, "maximum": sys.float_info.max}
+_TEXT = Kind("a string", {"type": "string"}, lambda v: isinstance(v, str))
+_TEXT_OR_NULL = _or_null(_TEXT)
+_FLAG_OR_NULL = _or_null(Kind("true or false", {"type": "boolean"},
+                              lambda v: isinstance(v, bool)))
+_TEXTS_OR_NULL = _or_null(Kind("a list of strings", {"type": "array", "items": {"type": "string"}},
+                               lambda v: isinstance(v, list)
+                               and all(isinstance(x, str) for x in v)))
+_COUNT_OR_NULL = _or_null(Kind("an integer", {"type": "integer", **_FINITE},
+                               lambda v: _finite(v) and v == int(v)))
+_NUMBER = Kind("a finite number", {"type": "number", **_FINITE}, _finite)
+_NUMBER_OR_NULL = _or_null(_NUMBER)
+_NUMBERS_OR_NULL = _or_null(Kind("a list of finite numbers",
+                                 {"type": "array", "items": {"type": "number", **_FINITE}},
+                                 lambda v: isinstance(v, list) and all(map(_finite, v))))
+_SHARD_OR_NULL = _or_null(Kind("'K/N' with 1 <= K <= N",
+                               {"type": "string", "pattern": "^[0-9]{1,5}/[0-9]{1,5}$"}, _shard))
 #: a median time in ms outside this range is no measurement (and would overflow a score).
 _PLAUSIBLE_MS = (1e-9, 1e12)
-_TIMING_OR_NULL = (lambda v: v is None or isinstance(v, dict) and _finite(v.get("median"))
-                   and _PLAUSIBLE_MS[0] <= v["median"] <= _PLAUSIBLE_MS[1],
-                   f"null or an object whose 'median' is a time from {_PLAUSIBLE_MS[0]:g} to "
-                   f"{_PLAUSIBLE_MS[1]:g} ms")
+_MEDIAN_MS = Kind(f"a time from {_PLAUSIBLE_MS[0]:g} to {_PLAUSIBLE_MS[1]:g} ms",
+                  {"type": "number", "minimum": _PLAUSIBLE_MS[0], "maximum": _PLAUSIBLE_MS[1]},
+                  lambda v: _finite(v) and _PLAUSIBLE_MS[0] <= v <= _PLAUSIBLE_MS[1])
+_TIMING_OR_NULL = _or_null(_object({
+    "median": (True, _MEDIAN_MS), "min": (False, _NUMBER_OR_NULL),
+    "max": (False, _NUMBER_OR_NULL), "spread": (False, _NUMBER_OR_NULL),
+    "samples": (False, _NUMBERS_OR_NULL), "calls_per_batch": (False, _COUNT_OR_NULL)}))
 
-#: key -> (required, (check, what it must be)), one table per level of a run document.
-_DOCUMENT = {"run_id": (True, _TEXT), "machine": (True, _OBJECT), "events": (True, _OBJECTS),
-             "backends": (True, _OBJECT), "rules": (False, _OBJECT), "shard": (False, _SHARD_OR_NULL),
-             "field": (False, _TEXTS_OR_NULL), "shard_backends": (False, _TEXTS_OR_NULL)}
-_MACHINE = {"cpu": (False, _TEXT_OR_NULL), "cores": (False, _COUNT_OR_NULL),
-            "date": (False, _TEXT_OR_NULL), "blas": (False, _OBJECTS_OR_NULL)}
-_BLAS = {key: (False, _TEXT_OR_NULL) for key in ("internal_api", "version", "architecture")}
-_EVENT = {"name": (True, _TEXT), "kind": (True, _TEXT), "workload": (False, _TEXT_OR_NULL)}
-_ROW = {"name": (True, _TEXT), "cases": (False, _OBJECTS), "finished": (False, _TEXT_OR_NULL)}
 _CASE = {"event": (True, _TEXT), "label": (True, _TEXT), "dtype": (True, _TEXT),
-         "status": (True, _TEXT), "gflops": (False, _NUMBER),
-         "memory_mb": (False, _NUMBER_OR_NULL), "time_ms": (False, _TIMING_OR_NULL),
-         "reference_time_ms": (False, _TIMING_OR_NULL)}
+         "status": (True, _TEXT), "kind": (False, _TEXT_OR_NULL),
+         "workload": (False, _TEXT_OR_NULL), "reason": (False, _TEXT_OR_NULL),
+         "error": (False, _NUMBER_OR_NULL), "flops": (False, _NUMBER_OR_NULL),
+         "gflops": (False, _NUMBER_OR_NULL), "memory_mb": (False, _NUMBER_OR_NULL),
+         "throughput": (False, _NUMBER_OR_NULL), "throughput_unit": (False, _TEXT_OR_NULL),
+         "time_ms": (False, _TIMING_OR_NULL), "reference_time_ms": (False, _TIMING_OR_NULL)}
+_ROW = {"name": (True, _TEXT), "cases": (False, _objects(_CASE)),
+        "reference": (False, _FLAG_OR_NULL), "complete": (False, _FLAG_OR_NULL),
+        "finished": (False, _TEXT_OR_NULL), "load_error": (False, _TEXT_OR_NULL),
+        **{key: (False, _TEXT_OR_NULL) for key in ("distribution", "version", "entry_point",
+                                                    "origin", "location", "files_sha256")}}
+#: how the run isolated submissions; absent in files older than the sandbox.
+_ISOLATION = {"sandboxed": (True, Kind("true or false", {"type": "boolean"},
+                                       lambda v: isinstance(v, bool))),
+              "tool": (False, _TEXT_OR_NULL), "mode": (False, _TEXT_OR_NULL)}
+_MACHINE = {"cpu": (False, _TEXT_OR_NULL), "cores": (False, _COUNT_OR_NULL),
+            "date": (False, _TEXT_OR_NULL),
+            "blas": (False, _or_null(_objects({key: (False, _TEXT_OR_NULL) for key in
+                                               ("internal_api", "version", "architecture")})))}
+_EVENT = {"name": (True, _TEXT), "kind": (True, _TEXT), "workload": (False, _TEXT_OR_NULL)}
+DOCUMENT = _object({
+    "schema_version": (True, Kind(f"{SCHEMA_VERSION}", {"const": SCHEMA_VERSION},
+                                  lambda v: v == SCHEMA_VERSION)),
+    "run_id": (True, _TEXT), "machine": (True, _object(_MACHINE)),
+    "events": (True, _objects(_EVENT)),
+    "backends": (True, Kind("an object holding one object per backend",
+                            {"type": "object", "additionalProperties": {"type": "object"}},
+                            lambda v: isinstance(v, dict), _ROW, "map")),
+    "rules": (False, _object({})), "shard": (False, _SHARD_OR_NULL),
+    "field": (False, _TEXTS_OR_NULL), "shard_backends": (False, _TEXTS_OR_NULL),
+    "quick": (False, _FLAG_OR_NULL), "complete": (False, _FLAG_OR_NULL),
+    "isolation": (False, _or_null(_object(_ISOLATION)))}, "a run document (an object)")
 
 
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true/false",
@@ -217,15 +274,24 @@ def _json_type(value) -> str:
     return name
 
 
-def _check_fields(path, where, mapping, fields) -> None:
-    """ResultsError naming `path` and the first key of `mapping` that `fields` refuses."""
-    if not isinstance(mapping, dict):
-        raise ResultsError(f"{path}: {where} must be an object, not {_json_type(mapping)}")
-    for key, (required, (check, wanted)) in fields.items():
-        name = f"{where}.{key}" if where else key
-        if key not in mapping:
-            if required:
+def _check(path, where, value, kind: Kind) -> None:
+    """ResultsError naming `path` and the first place under `where` that `kind` refuses."""
+    if value is None and kind.nullable:
+        return
+    if not kind.check(value):
+        raise ResultsError(f"{path}: {where or 'the document'} must be {kind.wanted}, not "
+                           f"{_json_type(value)}")
+    if kind.fields is None:
+        return
+    items = (((f"{where}[{i}]", item) for i, item in enumerate(value)) if kind.each == "list"
+             else ((f"{where}[{key!r}]", item) for key, item in value.items())
+             if kind.each == "map" else [(where, value)])
+    for place, mapping in items:
+        if not isinstance(mapping, dict):
+            raise ResultsError(f"{path}: {place} must be an object, not {_json_type(mapping)}")
+        for key, (required, inner) in kind.fields.items():
+            name = f"{place}.{key}" if place else key
+            if key in mapping:
+                _check(path, name, mapping[key], inner)
+            elif required:
                 raise ResultsError(f"{path}: missing key {name!r}")
-        elif not check(mapping[key]):
-            raise ResultsError(f"{path}: {name} must be {wanted}, not "
-                               f"{_json_type(mapping[key])}")

@@ -7,16 +7,19 @@
 - per event: geometric mean over its cases; a timeout or memory blow-up
   counts 0.01;
 - score: geometric mean over events (the `optimized` reference scores 1.0).
-A wrong answer, NaN, exception, crash, impossible time or rule violation leaves the backend
-unranked with the first such reason. A time faster than twice the best BLAS
-rate of the run (numpy's best matmul GFLOP/s) is impossible.
+A wrong answer, NaN, exception, crash, impossible time or rule violation leaves the
+backend unranked with the first such reason, and so does a status this module does not
+know (a newer harness's): an unknown failure never counts as a pass. A time faster than
+twice the best BLAS rate of the run (numpy's best matmul GFLOP/s) is impossible.
 """
 from __future__ import annotations
 
 import math
 
+REFERENCES = ("optimized", "numpy", "naive")    # what a case is compared with
 DISQUALIFYING = ("wrong", "nan", "error", "crash", "impossible", "violation")
 PENALISED = ("timeout", "memory")
+SCORED = ("ok", "skipped", *PENALISED)          # any other status leaves the backend unranked
 PENALTY = 0.01
 MEMORY_FLOOR_MB = 1.0
 IMPOSSIBLE_FACTOR = 2.0
@@ -31,15 +34,16 @@ def case_key(case) -> tuple:
     return case["event"], case["label"], case["dtype"]
 
 
-def best_blas_gflops(doc) -> float | None:
-    """The run's best BLAS rate: numpy's best matmul case, or the parent's own measurement
-    of a large matmul at the run's thread count (`blas_gflops`), whichever is higher (a
-    --quick run's small shapes are mostly overhead)."""
+def best_blas_gflops(doc, dtype=None) -> float | None:
+    """The run's best BLAS rate (of `dtype`, or any): numpy's best matmul case, or the
+    parent's own measurement of a large matmul at the run's threads (`blas_gflops`),
+    whichever is higher (a --quick run's small shapes are mostly overhead)."""
     numpy_row = doc.get("backends", {}).get("numpy", {})
     rates = [c["gflops"] for c in numpy_row.get("cases", [])
-             if c.get("status") == "ok" and c.get("kind") == "matmul" and c.get("gflops")]
-    rates += [r for r in (doc.get("blas_gflops") or {}).values()
-              if isinstance(r, (int, float)) and r > 0]
+             if c.get("status") == "ok" and c.get("kind") == "matmul" and c.get("gflops")
+             and dtype in (None, c.get("dtype"))]
+    rates += [rate for kind, rate in (doc.get("blas_gflops") or {}).items()
+              if dtype in (None, kind) and isinstance(rate, (int, float)) and rate > 0]
     return max(rates) if rates else None
 
 
@@ -65,13 +69,14 @@ def _time_ratio(case, other):
 def score_backend(row, doc, blas_limit) -> dict:
     """Per-case ratios, per-event ratios, the score, and whether the backend is ranked."""
     by_name = doc.get("backends", {})
-    lookup = {name: {case_key(c): c for c in other.get("cases", [])}
-              for name, other in by_name.items()}
+    lookup = {name: {case_key(c): c for c in by_name[name].get("cases", [])}
+              for name in REFERENCES if name in by_name}     # not every row: a class is 300
     cases, events, reason = [], {}, row.get("load_error") or row.get("violation")
     for case in row.get("cases", []):
         case = dict(case)
         status = case.get("status")
-        if status == "ok" and blas_limit and case.get("gflops", 0) > IMPOSSIBLE_FACTOR * blas_limit:
+        rate = case.get("gflops") or 0          # null for a case without a FLOP count
+        if status == "ok" and blas_limit and rate > IMPOSSIBLE_FACTOR * blas_limit:
             status = case["status"] = "impossible"
             case["reason"] = (f"impossible time: {case['gflops']:.1f} GFLOP/s is more than "
                               f"{IMPOSSIBLE_FACTOR:g}x the best BLAS rate of this run "
@@ -83,7 +88,7 @@ def score_backend(row, doc, blas_limit) -> dict:
             case["fraction_of_numpy"] = _time_ratio(case, lookup.get("numpy", {}).get(key))
         elif status in PENALISED:
             case["ratio"] = PENALTY
-        if status in DISQUALIFYING and reason is None:
+        if status not in SCORED and reason is None:
             reason = f"{case['event']} {case['label']} {case['dtype']}: {case.get('reason')}"
         if case.get("ratio") is not None:
             events.setdefault(case["event"], []).append(case["ratio"])
