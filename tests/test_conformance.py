@@ -159,7 +159,8 @@ def plugin_site(tmp_path_factory):
     add_distribution(site, "buggy-plugin", {"buggyplug": "buggyplug:Buggy"},
                      {"buggyplug.py": BUGGY})
     add_distribution(site, "student-mistakes", {"blasplug": "mistakes:UsesBlas",
-                                                "crashplug": "mistakes:WritesOutOfBounds"},
+                                                "crashplug": "mistakes:WritesOutOfBounds",
+                                                "wideplug": "mistakes:ReturnsFloat64"},
                      {"mistakes.py": MISTAKES})
     return site
 
@@ -173,6 +174,11 @@ class UsesBlas(OptimizedBackend):
     """`a @ b` inside a kernel: numpy's BLAS, which the competition forbids."""
     def matmul(self, a, b):
         return a @ b
+
+class ReturnsFloat64(OptimizedBackend):
+    """Accumulates in float64 whatever the inputs: right, and a copy per call."""
+    def matmul(self, a, b):
+        return super().matmul(a.astype(np.float64), b.astype(np.float64))
 
 class WritesOutOfBounds(OptimizedBackend):
     """What boundscheck=False lets through: a write far past the end of an array."""
@@ -212,6 +218,14 @@ def test_a_crashing_kernel_is_a_verdict_naming_the_case_and_the_fix(plugin_site)
     line = next(line for line in done.stdout.splitlines() if "minimal failing example: conv2d(" in line)
     assert "crashed with SIGSEGV" in line and "boundscheck=True" in line
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_float64_result_for_float32_inputs_passes_with_a_note_on_its_cost(plugin_site):
+    done = tinytorch_cli("check", "wideplug", "--examples", "3", paths=[plugin_site])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "note: matmul returns float64 for float32 inputs" in done.stdout
+    assert "allocate the output with the input's dtype" in done.stdout
+    assert "note: conv2d" not in done.stdout
 
 
 BENCH_EVENTS = """

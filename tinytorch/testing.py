@@ -261,6 +261,7 @@ class ConformanceReport:
     operations: list[OperationReport]
     stale: str | None = None    # the command that rebuilds a stale compiled extension
     random_cases: bool = True   # False: hypothesis is missing, only the edge cases ran
+    float64_results: tuple = ()  # operations returning float64 for float32 inputs (cast back)
 
     @property
     def passed(self) -> bool:
@@ -272,7 +273,7 @@ class ConformanceReport:
     def to_dict(self) -> dict:
         """The report as JSON-ready values (`tinytorch check --json`)."""
         return {"backend": self.backend, "passed": self.passed, "stale": self.stale,
-                "random_cases": self.random_cases,
+                "random_cases": self.random_cases, "float64_results": list(self.float64_results),
                 "operations": [{"operation": op.operation, "own": op.own, "passed": op.passed,
                                 "cases": op.cases, "worst_error": op.worst_error,
                                 "failure": op.failure} for op in self.operations]}
@@ -290,6 +291,10 @@ class ConformanceReport:
                 lines.append(f"        minimal failing example: {op.failure}")
         if not self.random_cases:
             lines.append(f"warning: only the edge cases ran; {NO_HYPOTHESIS}")
+        for op in self.float64_results:
+            lines.append(f"note: {op} returns float64 for float32 inputs; the contract casts "
+                         f"each result back, a copy of the whole output on every call: "
+                         f"allocate the output with the input's dtype")
         verdict = "all operations pass" if self.passed else \
             f"{len(self.failures())} of {len(self.operations)} operations FAIL"
         lines.append(f"{self.backend}: {verdict}")
@@ -390,7 +395,8 @@ def check_backend(name_or_instance, max_examples: int = 25, seed: int = 0,
     reports = [check_operation(backend, op, max_examples, seed) for op in operations]
     stale = stale_rebuild_command(inspect.getmodule(type(backend)))
     return ConformanceReport(backend_name(backend), reports, stale,
-                             random_cases=max_examples <= 0 or hypothesis_available())
+                             random_cases=max_examples <= 0 or hypothesis_available(),
+                             float64_results=tuple(sorted(getattr(backend, "float64_results", ()))))
 
 
 # ---------------------------------------------------------------- tinytorch check
@@ -442,7 +448,8 @@ def _conformance(contestant, rules, args, isolate):
     finally:
         remote.close()
     return ConformanceReport(contestant.name, reports, contestant.provenance.get("stale"),
-                             random_cases=args.examples <= 0 or hypothesis_available()), None
+                             random_cases=args.examples <= 0 or hypothesis_available(),
+                             float64_results=tuple(sorted(remote.float64_results))), None
 
 
 def _format_bench(name, bench) -> str:

@@ -42,6 +42,7 @@ class RemoteBackend:
         self.worker = None
         self.fatal: dict[str, str] = {}  # operation -> the rule it broke: its later cases fail so
         self.operations: list[str] = []  # what the backend implements itself (as it says)
+        self.float64_results: set[str] = set()  # operations cast back from float64
 
     def start(self):
         """The worker with the backend loaded (a new one after a failure)."""
@@ -93,6 +94,8 @@ class RemoteBackend:
         if any(not np.array_equal(worker.staging.array(slot), array, equal_nan=True)
                for slot, array in zip(slots, staged)):
             return float("inf"), MODIFIED_INPUTS
+        if reply.get("float64_result"):
+            self.float64_results.add(case.op)
         if "returned" in reply:
             returned = str(reply["returned"])[:100]
             if " " not in returned:

@@ -231,15 +231,17 @@ def single_run_scores(doc, name) -> dict:
 
 
 def summary_table(board) -> str:
+    """The board's ranking for the terminal; names and reasons shown as the board shows them
+    (a name or a reason may carry terminal escape codes)."""
+    from . import display
     from .board import ranked_rows
-    lines = [f"{'rank':>4}  {'backend':<24} {'score':>8} {'vs naive':>9} {'of numpy':>9}  note"]
+    lines = [f"{'rank':>4}  {'backend':<24} {'score':>8} {'of numpy':>9}  note"]
     for row in ranked_rows(board):
         score = f"{row['score']:.3f}" if row["score"] is not None else "-"
-        naive = f"{row['speedup_vs_naive']:.1f}x" if row.get("speedup_vs_naive") else "-"
         numpy = f"{row['fraction_of_numpy']:.2f}" if row.get("fraction_of_numpy") else "-"
         note = ("reference" if row.get("reference") else "") if row["unranked_reason"] is None \
-            else f"unranked: {row['unranked_reason']}"
-        lines.append(f"{row['rank_label']:>4}  {row['name']:<24} {score:>8} {naive:>9} "
+            else f"unranked: {display.text(row['unranked_reason'], 160)}"
+        lines.append(f"{row['rank_label']:>4}  {display.name(row['name']):<24} {score:>8} "
                      f"{numpy:>9}  {note}")
     return "\n".join(lines)
 

@@ -127,7 +127,8 @@ class Session:
         if out.shape != target.shape or out.dtype != target.dtype:
             return {"ok": True, "returned": f"{out.dtype} {tuple(out.shape)}"}
         target[...] = out
-        return {"ok": True}
+        cast = request["operation"] in getattr(self.backend, "float64_results", ())
+        return {"ok": True, "float64_result": cast}
 
 
 def _error_reply(exc: BaseException) -> dict:
