@@ -301,7 +301,7 @@ def test_the_board_can_be_rendered_again_from_the_hostile_run(hostile_run, hosti
     done = hostile_field.tinytorch(["leaderboard", run_file, "--board-dir", again], site,
                                    cwd=root, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "hostile_honest" in (again / "README.md").read_text()
+    assert "hostile_honest" in (again / "index.html").read_text()
 
 
 IMPORT_MARK = "tinytorch-hostile-import-mark"

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tinytorch
+
 from conftest import REPO, skip_or_fail
 from tinytorch.backends import load_backend
 from tinytorch.backends.base import implemented_operations
@@ -24,7 +26,7 @@ def test_submission_is_a_separately_installable_package(name, package):
     # Build isolation stays on: building must never fetch tinytorch from the index.
     assert {r.split(">")[0] for r in meta["build-system"]["requires"]} == {
         "setuptools", "Cython", "numpy"}
-    assert "tinytorch>=1.0" in meta["project"]["dependencies"]
+    assert f"tinytorch>=1.0,=={tinytorch.__version__}" in meta["project"]["dependencies"]
     entry = meta["project"]["entry-points"]["tinytorch.backends"]
     assert list(entry) == [name] and entry[name].startswith(f"{package}:")
     assert (folder / "setup.py").is_file() and (folder / "README.md").is_file()
