@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -32,7 +33,7 @@ import pytest
 from conftest import skip_or_fail
 from fixtures import hostile_field
 from fixtures.plugins import add_distribution, python
-from tinytorch.arena import sandbox, submission_files, violations
+from tinytorch.arena import cgroups, sandbox, submission_files, violations
 from tinytorch.arena.runner import WorkerFailure, spawn_worker
 from tinytorch.arena.sandbox import Limits, Sandbox
 
@@ -210,6 +211,58 @@ def test_nothing_a_worker_starts_outlives_it():
         assert len(tree) >= 3, tree
     assert not [pid for pid in tree if os.path.exists(f"/proc/{pid}")
                 and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_sandbox_that_never_reports_its_pid_1_leaves_no_process(tmp_path, monkeypatch):
+    """bubblewrap's child can hang before it binds itself to its parent's death (an
+    upstream start-up race); a start that times out must still end that child."""
+    fake = tmp_path / "bin" / "bwrap"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n(trap '' HUP TERM; exec sleep 600) &\necho $! > "
+                    f"{tmp_path}/child\nexec sleep 600\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(Sandbox, "_read_child_pid",
+                        functools.partialmethod(Sandbox._read_child_pid, timeout=2))
+    with Sandbox(Limits(allow_blas=True)) as box:
+        with pytest.raises(sandbox.SandboxUnavailable, match="did not start"):
+            box.spawn(["true"])
+        stuck = int((tmp_path / "child").read_text())
+        groups = list(box.group.dirs.values()) if box.group else []
+    assert not _alive(stuck)
+    assert not [d for d in groups if os.path.exists(d)]
+
+
+def test_groups_left_by_a_killed_competition_are_swept_by_the_next(tmp_path):
+    """`kill -9` of a competition leaves its cgroups (and, in bubblewrap's start-up race,
+    a process in them); the next competition that creates groups removes them."""
+    probe = cgroups.WorkerGroup.create(1 << 30, 64)
+    if probe is None:
+        pytest.skip("needs cgroup v1 groups this process may create (root)")
+    probe.destroy()
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                  # a parent pid that no longer runs
+    left = {c: os.path.join(parent, f"tinytorch-worker-{gone.pid}-0")
+            for c, parent in cgroups.parent_dirs().items()}
+    stuck = subprocess.Popen(["sh", "-c", "trap '' HUP TERM; exec sleep 600"])
+    for path in left.values():
+        os.mkdir(path)
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(stuck.pid))
+    group = cgroups.WorkerGroup.create(1 << 30, 64)
+    try:
+        assert stuck.wait(timeout=10) == -9
+        assert not [path for path in left.values() if os.path.exists(path)]
+    finally:
+        group.destroy()
+        stuck.kill()
 
 
 def test_the_watchdog_names_a_process_bomb():

@@ -15,12 +15,16 @@ controller:
 
 `WorkerGroup.create` returns None when any controller is missing or not
 writable (an ordinary user on most machines, a cgroup-v2-only host): the
-sandbox then falls back to RLIMITs, /proc polling and SIGSTOP.
+sandbox then falls back to RLIMITs, /proc polling and SIGSTOP. Groups a
+competition leaves behind when it is killed outright are removed by the next
+one (`sweep_abandoned`).
 """
 from __future__ import annotations
 
 import itertools
 import os
+import re
+import signal
 import time
 
 CONTROLLERS = ("memory", "freezer", "cpuacct", "pids")
@@ -70,6 +74,39 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def parent_dirs() -> dict[str, str]:
+    """controller -> the folder our workers' groups go in (this process's own group);
+    empty unless every controller is mounted (v1)."""
+    mounts, own = _mount_points(), _own_paths()
+    if not all(c in mounts and c in own for c in CONTROLLERS):
+        return {}
+    return {c: os.path.join(mounts[c], own[c].lstrip("/")) for c in CONTROLLERS}
+
+
+_GROUP_NAME = re.compile(r"tinytorch-worker-(\d+)-\d+")
+
+
+def sweep_abandoned(parents: dict[str, str]) -> None:
+    """Remove groups whose competition is gone (killed with SIGKILL, say), ending what is
+    left in them: bubblewrap's start-up race can leave a process behind."""
+    for controller, parent in parents.items():
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            match = _GROUP_NAME.fullmatch(name)
+            if not match or os.path.exists(f"/proc/{match.group(1)}"):
+                continue
+            group = WorkerGroup({controller: os.path.join(parent, name)})
+            for pid in group.pids(controller):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            group.destroy()
+
+
 class WorkerGroup:
     """One group per controller for one worker; its launcher joins them before exec."""
 
@@ -79,15 +116,16 @@ class WorkerGroup:
     @classmethod
     def create(cls, memory_bytes: int, max_tasks: int) -> "WorkerGroup | None":
         """New groups under this process's own, with the limits set; None if not allowed."""
-        mounts, own = _mount_points(), _own_paths()
-        if not all(c in mounts and c in own for c in CONTROLLERS):
+        parents = parent_dirs()
+        if not parents:
             return None
+        sweep_abandoned(parents)
         name = f"tinytorch-worker-{os.getpid()}-{next(_names)}"
         dirs = {}
         group = cls(dirs)
         try:
-            for controller in CONTROLLERS:
-                path = os.path.join(mounts[controller], own[controller].lstrip("/"), name)
+            for controller, parent in parents.items():
+                path = os.path.join(parent, name)
                 os.mkdir(path)
                 dirs[controller] = path
             _write(group._file("memory", "memory.limit_in_bytes"), str(memory_bytes))
@@ -133,6 +171,13 @@ class WorkerGroup:
 
     def reset_peak_memory(self) -> None:
         _write(self._file("memory", "memory.max_usage_in_bytes"), "0")
+
+    def pids(self, controller: str = "pids") -> list[int]:
+        """Every process in the group, wherever in the tree it sits."""
+        try:
+            return [int(pid) for pid in _read(self._file(controller, "cgroup.procs")).split()]
+        except (OSError, KeyError):
+            return []
 
     def tasks(self) -> int:
         return int(_read(self._file("pids", "pids.current")))

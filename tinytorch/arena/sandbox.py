@@ -294,6 +294,17 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _tree(root: int) -> list[int]:
+    """`root` and its live descendants."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found and os.path.exists(f"/proc/{pid}"):
+            found.append(pid)
+            todo += _children(pid)
+    return found
+
+
 def _thread_states(pid: int) -> list[str]:
     states = []
     try:
@@ -508,15 +519,7 @@ class Sandbox:
 
     def members(self) -> list[int]:
         """Every live process of the worker: the sandbox's PID 1 and its descendants."""
-        if self.root_pid is None:
-            return []
-        found, todo = [], [self.root_pid]
-        while todo:
-            pid = todo.pop()
-            if pid not in found and os.path.exists(f"/proc/{pid}"):
-                found.append(pid)
-                todo += _children(pid)
-        return found
+        return [] if self.root_pid is None else _tree(self.root_pid)
 
     def cpu_seconds(self) -> float:
         """CPU time the worker has used, dead processes included."""
@@ -677,6 +680,10 @@ class Sandbox:
 
     # .................................................................. clean up
 
+    def _every_process(self) -> set[int]:
+        """The worker's tree, and with cgroups whatever else sits in its groups."""
+        return {*self.members(), *(self.group.pids() if self.group is not None else ())}
+
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL every process of the worker and reap what is ours to reap."""
         if self.proc is None:
@@ -685,9 +692,11 @@ class Sandbox:
             self.group.thaw()             # a frozen v1 group's tasks die only once thawed
         deadline = time.monotonic() + timeout
         while True:
-            targets = self.members() if self.root_pid is not None else []
+            # From the launcher down, taken before it dies: a PID 1 that never reported
+            # itself (bubblewrap's start-up can hang) is found here, or in the cgroup.
+            targets = set(self._every_process())
             if self.proc.poll() is None:
-                targets.append(self.proc.pid)
+                targets.update(_tree(self.proc.pid))
             for pid in targets:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -698,7 +707,8 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 pass
             if self.proc.returncode is not None and not [
-                    pid for pid in self.members() if (_stat_fields(pid) or ["Z"])[0] != "Z"]:
+                    pid for pid in self._every_process()
+                    if (_stat_fields(pid) or ["Z"])[0] != "Z"]:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"could not end every process of worker {self.proc.pid} "
