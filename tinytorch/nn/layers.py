@@ -45,8 +45,7 @@ class Linear(Module):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects input "
                              f"whose last axis is {self.in_features}, got shape {x.shape}")
-        out = x @ self.weight
-        return out + self.bias if self.bias is not None else out
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
@@ -152,23 +151,17 @@ class BatchNorm2d(Module):
         if x.shape[1] != self.num_features:
             raise ValueError(f"{self} expects {self.num_features} channels, got input of "
                              f"shape {x.shape}")
-        shape = (1, -1, 1, 1)
+        out, mean, var = F.batch_norm(x, self.weight, self.bias, self.running_mean,
+                                      self.running_var, self.training, self.momentum, self.eps)
         if self.training:
-            mean = x.mean(axis=(0, 2, 3), keepdims=True)
-            var = x.var(axis=(0, 2, 3), keepdims=True)
             count = x.size // x.shape[1]
             m = self.momentum
-            unbiased = var.data.reshape(-1) * count / max(count - 1, 1)
-            self.running_mean = ((1 - m) * self.running_mean + m * mean.data.reshape(-1)) \
+            unbiased = var * count / max(count - 1, 1)
+            self.running_mean = ((1 - m) * self.running_mean + m * mean) \
                 .astype(self.running_mean.dtype)
             self.running_var = ((1 - m) * self.running_var + m * unbiased) \
                 .astype(self.running_var.dtype)
-            normed = (x - mean) / (var + self.eps).sqrt()
-        else:
-            mean = self.running_mean.reshape(shape).astype(x.dtype)
-            std = np.sqrt(self.running_var.reshape(shape) + self.eps).astype(x.dtype)
-            normed = (x - Tensor(mean)) / Tensor(std)
-        return normed * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return out
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
