@@ -8,7 +8,7 @@ of those paths with shapes chosen from the compiled tile and block sizes.
 import numpy as np
 import pytest
 
-from tinytorch.backends import OptimizedBackend, _gemm
+from tinytorch.backends import OptimizedBackend, _conv, _gemm
 from tinytorch.backends.optimized import THREADS_ENV
 
 DTYPES = [np.float32, np.float64]
@@ -136,7 +136,11 @@ CONV_CASES = [  # (n, c, h, w, f, kh, kw, stride, padding)
     (1, 3, 8, 8, 4, 3, 3, 1, 1),      # batch smaller than the thread count
     (2, 3, 7, 9, 5, 3, 3, 1, 0),      # stride 1 without padding (im2col copies the image)
     (2, 2, 5, 45, 3, 3, 3, 1, 1),     # output rows wider than a GEMM sliver
+    (2, 32, 24, 24, 32, 3, 3, 1, 1),  # Winograd (3x3 stride 1, 32+ channels, 288 tiles)
+    (5, 33, 17, 15, 40, 3, 3, 1, 0),  # Winograd: odd sizes (edge tiles), no padding
+    (3, 40, 19, 21, 33, 3, 3, 1, 2),  # Winograd: padding 2 (its gradient pads by 0)
 ]
+WINOGRAD_CASES = CONV_CASES[-3:]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -152,6 +156,16 @@ def test_conv2d_and_both_gradients(backend, dtype, case):
     for got, ref in ((out, ref_out), (dx, ref_dx), (dw, ref_dw)):
         assert got.dtype == dtype and got.shape == ref.shape
         assert rel_err(got, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_winograd_cases_take_the_winograd_path(case):
+    """The cases above meant for Winograd reach it, forward and for the input gradient
+    (otherwise test_conv2d_and_both_gradients would not be testing it)."""
+    n, c, h, wd, f, kh, kw, stride, padding = case
+    for op in ("conv2d", "conv2d_grad_input"):
+        assert _conv.algorithm((n, c, h, wd), (f, c, kh, kw), stride, padding, op) == "winograd"
+    assert _conv.algorithm((1, 3, 32, 32), (16, 3, 3, 3), 1, 1, "conv2d") == "im2col"
 
 
 def test_conv_threads_agree_on_a_real_layer():

@@ -12,3 +12,10 @@ cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                        const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                        const floating *packed_b, floating *c, Py_ssize_t ldc,
                        bint accumulate, int threads) noexcept nogil
+
+cdef void pack_a_full(Py_ssize_t m, Py_ssize_t k, const floating *a, Py_ssize_t rsa,
+                      Py_ssize_t csa, floating *ap) noexcept nogil
+
+cdef void gemm_prepacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *ap,
+                         const floating *bp, floating *c, Py_ssize_t ldc,
+                         bint accumulate) noexcept nogil

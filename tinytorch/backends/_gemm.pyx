@@ -337,6 +337,56 @@ cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         threads_for(m, n, k, threads), mr, nr)
 
 
+# ---------------------------------------------------------------- 5b. both operands packed once
+#
+# A convolution multiplies the same weights by every image's columns (and
+# Winograd's 16 small products reuse theirs for every block of tiles), so it
+# packs the weights once per call instead of once per GEMM: pack_a_full lays
+# all of A out as MR-row slivers, each all k deep (A[s*MR + i, p] at
+# ap[(s*k + p)*MR + i]), the mirror of the packed-B layout in section 3. Then
+# gemm_prepacked only runs the micro-kernels: over KC blocks (the kernel reads
+# its kc steps of a sliver from the block's offset, since a sliver is stored
+# step after step), over the B slivers, and over the A slivers, so one B
+# sliver stays in L1 while every A sliver streams past it.
+
+cdef void pack_a_full(Py_ssize_t m, Py_ssize_t k, const floating *a, Py_ssize_t rsa,
+                      Py_ssize_t csa, floating *ap) noexcept nogil:
+    """All of A (m x k, any strides) as ceil(m/MR) zero-padded MR-row slivers."""
+    cdef int mr = TT_MR_F32 if floating is float else TT_MR_F64
+    cdef Py_ssize_t s
+    for s in range((m + mr - 1) // mr):
+        pack_a(min(<Py_ssize_t>mr, m - s * mr), k, a + s * mr * rsa, rsa, csa,
+               ap + s * k * mr, mr)
+
+
+cdef void gemm_prepacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *ap,
+                         const floating *bp, floating *c, Py_ssize_t ldc,
+                         bint accumulate) noexcept nogil:
+    """C[m, n] (+)= A @ B (row-major C, row stride ldc) on this thread, A packed by
+    pack_a_full and B in the packed-B layout of section 3."""
+    cdef int mr, nr
+    if floating is float:
+        mr, nr = TT_MR_F32, TT_NR_F32
+    else:
+        mr, nr = TT_MR_F64, TT_NR_F64
+    cdef Py_ssize_t pc = 0, kc, s, t
+    while pc < k:
+        kc = k_block(k - pc)
+        for s in range((n + nr - 1) // nr):
+            for t in range((m + mr - 1) // mr):
+                if floating is float:
+                    tt_kernel_f32(kc, ap + (t * k + pc) * mr, bp + (s * k + pc) * nr,
+                                  c + t * mr * ldc + s * nr, ldc, 1,
+                                  min(<Py_ssize_t>mr, m - t * mr),
+                                  min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
+                else:
+                    tt_kernel_f64(kc, ap + (t * k + pc) * mr, bp + (s * k + pc) * nr,
+                                  c + t * mr * ldc + s * nr, ldc, 1,
+                                  min(<Py_ssize_t>mr, m - t * mr),
+                                  min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
+        pc += kc
+
+
 # ---------------------------------------------------------------- 6. Python entry points
 #
 # Called by optimized.py after the backend contract has validated the inputs;
