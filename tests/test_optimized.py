@@ -163,7 +163,7 @@ def test_winograd_cases_take_the_winograd_path(case):
     """The cases above meant for Winograd reach it, forward and for the input gradient
     (otherwise test_conv2d_and_both_gradients would not be testing it)."""
     n, c, h, wd, f, kh, kw, stride, padding = case
-    for op in ("conv2d", "conv2d_grad_input"):
+    for op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight"):
         assert _conv.algorithm((n, c, h, wd), (f, c, kh, kw), stride, padding, op) == "winograd"
     assert _conv.algorithm((1, 3, 32, 32), (16, 3, 3, 3), 1, 1, "conv2d") == "im2col"
 

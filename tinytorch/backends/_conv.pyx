@@ -26,7 +26,7 @@ from libc.stdlib cimport free
 from libc.string cimport memset
 
 from ._gemm cimport gemm, gemm_packed_b
-from ._winograd cimport winograd_3x3
+from ._winograd cimport winograd_3x3, winograd_3x3_grad_weight
 
 cdef extern from "_microkernel.h" nogil:
     enum:
@@ -219,13 +219,13 @@ cdef inline bint winograd_pays(Geometry g, Py_ssize_t f, Py_ssize_t n_img) noexc
 
 
 def algorithm(tuple x_shape, tuple w_shape, Py_ssize_t stride, Py_ssize_t padding, str op):
-    """Which kernel runs `op` ("conv2d" or "conv2d_grad_input") for these shapes:
+    """Which kernel runs `op` ("conv2d", "conv2d_grad_input", "conv2d_grad_weight") here:
     "pointwise", "winograd" or "im2col" (for tests and benchmarks)."""
     cdef Geometry g = geometry(x_shape[1], x_shape[2], x_shape[3], w_shape[2], w_shape[3],
                                stride, padding)
     if is_pointwise(g):
         return "pointwise"
-    if op == "conv2d" and winograd_pays(g, w_shape[0], x_shape[0]):
+    if op in ("conv2d", "conv2d_grad_weight") and winograd_pays(g, w_shape[0], x_shape[0]):
         return "winograd"
     if op == "conv2d_grad_input" and winograd_pays(transposed(g, w_shape[0]), g.c, x_shape[0]):
         return "winograd"
@@ -390,6 +390,18 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
         raise ValueError("optimized conv2d_grad_weight: x, grad_out and w_shape do not fit")
     cdef Py_ssize_t ckk = g.c * g.kh * g.kw, hw = g.h * g.w, ohw = g.oh * g.ow, n
     cdef int inner, outer = split(n_img, threads, &inner)
+    cdef int status
+    cdef floating[:, :, :, ::1] dw
+    if winograd_pays(g, f, n_img):
+        dw_arr = np.empty(w_shape, dtype=np.asarray(x).dtype)
+        dw = dw_arr
+        with nogil:
+            status = winograd_3x3_grad_weight(&x[0, 0, 0, 0], n_img, g.c, g.h, g.w,
+                                              &grad_out[0, 0, 0, 0], f, g.pad, &dw[0, 0, 0, 0],
+                                              threads)
+        if status:
+            raise MemoryError("optimized conv2d_grad_weight: out of memory for Winograd")
+        return dw_arr
     partial_arr = np.zeros((outer, f, ckk), dtype=np.asarray(x).dtype)
     cdef floating[:, :, ::1] partial = partial_arr
     cdef bint pointwise = is_pointwise(g)

@@ -33,7 +33,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdlib cimport free
 from libc.string cimport memset
 
-from ._gemm cimport gemm_prepacked
+from ._gemm cimport gemm, gemm_prepacked
 
 cdef extern from "_microkernel.h" nogil:
     enum:
@@ -58,6 +58,10 @@ cdef extern from "_winograd.h" nogil:
                          long cols)
     void tt_split_f32(const float *src, long n, float *first, float *second)
     void tt_split_f64(const double *src, long n, double *first, double *second)
+    void tt_wino_grad_f32(const float *e0, const float *o0, const float *e1, const float *o1,
+                          float *dst, long gstride, long n)
+    void tt_wino_grad_f64(const double *e0, const double *o0, const double *e1,
+                          const double *o1, double *dst, long gstride, long n)
 
 
 # ---------------------------------------------------------------- 1. the transforms
@@ -194,10 +198,12 @@ cdef void split_columns(const floating *src, Plan p, floating *even,
 
 
 cdef void input_block(const floating *x, Plan p, Py_ssize_t t0, Py_ssize_t count,
-                      floating *planes, floating *vp, Py_ssize_t vstride) noexcept nogil:
-    """V of tiles t0 .. t0+count-1 of the batch x, in the packed-B layout: column
-    j = t - t0, row k = input channel, one panel per xi at vp + xi * vstride; columns
-    past count are zeros. planes: room for one channel's even and odd planes."""
+                      floating *planes, floating *vp, Py_ssize_t vstride,
+                      bint packed=True) noexcept nogil:
+    """V of tiles t0 .. t0+count-1 of the batch x: column j = t - t0, row k = input
+    channel, one panel per xi at vp + xi * vstride. packed: in the packed-B layout,
+    columns past count zero; otherwise a plain row-major (C, count) matrix.
+    planes: room for one channel's even and odd planes."""
     cdef int nr = TT_NR_F32 if floating is float else TT_NR_F64
     cdef floating *even = planes
     cdef floating *odd = planes + p.rows * p.half
@@ -216,13 +222,13 @@ cdef void input_block(const floating *x, Plan p, Py_ssize_t t0, Py_ssize_t count
                 j = t - t0
                 n = min(min(p.tw - tx, nr - j % nr), end - t)
                 offset = 2 * ty * p.half + tx
-                at = ((j // nr) * p.c + ch) * nr + j % nr
+                at = ((j // nr) * p.c + ch) * nr + j % nr if packed else ch * count + j
                 if floating is float:
                     tt_wino_in_f32(even + offset, odd + offset, p.half, vp + at, vstride, n)
                 else:
                     tt_wino_in_f64(even + offset, odd + offset, p.half, vp + at, vstride, n)
                 t += n
-    if count % nr:                                   # the last sliver's padding columns
+    if packed and count % nr:                        # the last sliver's padding columns
         s = count // nr
         for xi in range(16):
             for ch in range(p.c):
@@ -325,6 +331,145 @@ cdef int winograd_3x3(const floating *x, Py_ssize_t n_img, Py_ssize_t c, Py_ssiz
     free(scratch)
     return 0
 
+
+# ---------------------------------------------------------------- 4. the weight gradient
+#
+# The adjoint of the forward pass above. With U = G g G^T and, per tile, the
+# output gradient dY (2x2), the gradient of U is
+#     dU[xi] (F x C) = sum over tiles of (A dY A^T)[xi] (F x tiles) @ V[xi]^T (tiles x C)
+# and the filters' gradient is dg = G^T dU G. Again 16 products with 2.25x
+# fewer multiply-adds than im2col's, but now their depth is the tiles (deep,
+# efficient products) and their size F x C; each thread adds its blocks into
+# its own dU, and the partial sums are added at the end.
+#
+# Both transforms write plain row-major matrices (channels x tiles), and the
+# products read them through the GEMM's packing, which transposes V^T on the
+# fly (_gemm.pyx, sections 2 and 3).
+
+cdef void grad_block(const floating *dy, Plan p, Py_ssize_t t0, Py_ssize_t count,
+                     floating *planes, floating *gp, Py_ssize_t gstride) noexcept nogil:
+    """(A dY A^T)[xi] for tiles t0 .. t0+count-1 of the output gradient dy (N, F, OH, OW):
+    row-major (F, count) matrices, one per xi at gp + xi * gstride. Rows 2ty, 2ty + 1
+    of dy are split into even and odd columns (zeros past the edge), so the 2x2 patches
+    of a row of tiles are contiguous runs."""
+    cdef Py_ssize_t half = p.tw + 8                  # a vector of slack
+    cdef floating *even0 = planes
+    cdef floating *odd0 = planes + half
+    cdef floating *even1 = planes + 2 * half
+    cdef floating *odd1 = planes + 3 * half
+    cdef Py_ssize_t o, t, img, local, ty, tx, n, prev_row
+    cdef const floating *src
+    memset(planes, 0, 4 * half * sizeof(floating))
+    for o in range(p.f):
+        t = t0
+        prev_row = -1
+        while t < t0 + count:                        # runs along rows of tiles
+            img = t // p.tiles
+            local = t - img * p.tiles
+            ty = local // p.tw
+            tx = local - ty * p.tw
+            n = min(p.tw - tx, t0 + count - t)
+            if img * p.th + ty != prev_row:          # split this row of tiles' two rows
+                prev_row = img * p.th + ty
+                src = dy + ((img * p.f + o) * p.oh + 2 * ty) * p.ow
+                if floating is float:
+                    tt_split_f32(src, p.ow, even0, odd0)
+                else:
+                    tt_split_f64(src, p.ow, even0, odd0)
+                if 2 * ty + 1 < p.oh:
+                    if floating is float:
+                        tt_split_f32(src + p.ow, p.ow, even1, odd1)
+                    else:
+                        tt_split_f64(src + p.ow, p.ow, even1, odd1)
+                else:
+                    memset(even1, 0, 2 * half * sizeof(floating))
+                if p.ow % 2:                         # the odd column past the edge
+                    odd0[p.ow // 2] = 0
+                    odd1[p.ow // 2] = 0
+            if floating is float:
+                tt_wino_grad_f32(even0 + tx, odd0 + tx, even1 + tx, odd1 + tx,
+                                 gp + o * count + t - t0, gstride, n)
+            else:
+                tt_wino_grad_f64(even0 + tx, odd0 + tx, even1 + tx, odd1 + tx,
+                                 gp + o * count + t - t0, gstride, n)
+            t += n
+
+
+cdef void filter_gradient(const floating *du, Py_ssize_t f, Py_ssize_t c,
+                          floating *dw) noexcept nogil:
+    """dw (F, C, 3, 3) = G^T dU G for every filter, dU[xi] at du + xi * F * C."""
+    cdef Py_ssize_t o, i, a, b, fc = f * c
+    cdef floating q[4][4]
+    cdef floating t[3][4]
+    cdef floating *out
+    cdef floating half = 0.5
+    for o in range(f):
+        for i in range(c):
+            for a in range(4):
+                for b in range(4):
+                    q[a][b] = du[(4 * a + b) * fc + o * c + i]
+            for b in range(4):                       # G^T dU
+                t[0][b] = q[0][b] + half * (q[1][b] + q[2][b])
+                t[1][b] = half * (q[1][b] - q[2][b])
+                t[2][b] = half * (q[1][b] + q[2][b]) + q[3][b]
+            out = dw + (o * c + i) * 9
+            for a in range(3):                       # (G^T dU) G
+                out[3 * a] = t[a][0] + half * (t[a][1] + t[a][2])
+                out[3 * a + 1] = half * (t[a][1] - t[a][2])
+                out[3 * a + 2] = half * (t[a][1] + t[a][2]) + t[a][3]
+
+
+cdef inline Py_ssize_t grad_scratch_size(Plan p) noexcept nogil:
+    """Elements one thread needs: planes, V and the transformed gradient of one block,
+    and its own dU (16 x F x C)."""
+    return planes_size(p) + aligned(4 * (p.tw + 8)) + aligned(16 * p.block * (p.c + p.f)) \
+        + aligned(16 * p.f * p.c)
+
+
+cdef int winograd_3x3_grad_weight(const floating *x, Py_ssize_t n_img, Py_ssize_t c,
+                                  Py_ssize_t h, Py_ssize_t w, const floating *dy,
+                                  Py_ssize_t f, Py_ssize_t pad, floating *dw,
+                                  int threads) noexcept nogil:
+    """dw (F, C, 3, 3) of a 3x3 stride-1 convolution with padding 0 <= pad <= 2, from x
+    (N, C, H, W) and dy (N, F, H+2p-2, W+2p-2); -1 if out of memory."""
+    cdef int nr = TT_NR_F32 if floating is float else TT_NR_F64
+    cdef Plan p = make_plan(n_img, c, h, w, f, pad, nr, threads)
+    cdef Py_ssize_t total = n_img * p.tiles, blocks = (total + p.block - 1) // p.block, b
+    cdef int team = <int>min(<Py_ssize_t>threads, blocks)
+    cdef Py_ssize_t per_thread = grad_scratch_size(p), fc = f * c
+    cdef floating *scratch = <floating *>tt_aligned_alloc(team * per_thread * sizeof(floating))
+    cdef floating *mine
+    cdef floating *vp
+    cdef floating *gp
+    cdef floating *du
+    cdef Py_ssize_t xi, count, i, t0
+    cdef int failures = 0
+    if scratch == NULL:
+        return -1
+    for i in range(team):                            # each thread's dU starts at zero
+        memset(scratch + (i + 1) * per_thread - aligned(16 * fc), 0, 16 * fc * sizeof(floating))
+    for b in prange(blocks, num_threads=team, schedule="static"):
+        mine = scratch + threadid() * per_thread
+        vp = mine + planes_size(p) + aligned(4 * (p.tw + 8))
+        du = mine + per_thread - aligned(16 * fc)
+        t0 = b * p.block
+        count = min(p.block, total - t0)
+        gp = vp + 16 * p.c * count
+        input_block(x, p, t0, count, mine, vp, p.c * count, False)
+        grad_block(dy, p, t0, count, mine + planes_size(p), gp, p.f * count)
+        for xi in range(16):            # dU[xi] += G[xi] (F x count) @ V[xi]^T (count x C)
+            failures += -gemm(f, c, count, gp + xi * f * count, count, 1,
+                              vp + xi * c * count, 1, count, du + xi * fc, c, True, 1)
+    for i in range(1, team):                         # add the threads' partial sums
+        for xi in range(16 * fc):
+            scratch[per_thread - aligned(16 * fc) + xi] += \
+                scratch[(i + 1) * per_thread - aligned(16 * fc) + xi]
+    if not failures:
+        filter_gradient(scratch + per_thread - aligned(16 * fc), f, c, dw)
+    free(scratch)
+    return -1 if failures else 0
+
+
 def conv3x3(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, Py_ssize_t pad,
             int threads, bint rotate=False):
     """The Winograd path alone, for tests and benchmarks: (N, C, H, W) with (F, C, 3, 3),
@@ -344,3 +489,24 @@ def conv3x3(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, Py_s
     if status:
         raise MemoryError("winograd conv3x3: out of memory")
     return out_arr
+
+
+
+def conv3x3_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                        Py_ssize_t pad, int threads):
+    """The Winograd weight gradient alone, for tests and benchmarks: (F, C, 3, 3)."""
+    import numpy as np
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef Py_ssize_t f = dy.shape[1]
+    if dy.shape[0] != n or dy.shape[2] != h + 2 * pad - 2 or dy.shape[3] != wd + 2 * pad - 2 \
+            or not 0 <= pad <= 2 or n < 1 or dy.shape[2] < 1 or dy.shape[3] < 1:
+        raise ValueError("winograd conv3x3_grad_weight: shapes do not fit")
+    dw_arr = np.empty((f, c, 3, 3), dtype=np.asarray(x).dtype)
+    cdef floating[:, :, :, ::1] dw = dw_arr
+    cdef int status
+    with nogil:
+        status = winograd_3x3_grad_weight(&x[0, 0, 0, 0], n, c, h, wd, &dy[0, 0, 0, 0], f, pad,
+                                          &dw[0, 0, 0, 0], threads)
+    if status:
+        raise MemoryError("winograd conv3x3_grad_weight: out of memory")
+    return dw_arr

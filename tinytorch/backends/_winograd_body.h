@@ -125,3 +125,42 @@ static inline void TT_WIN_OUT(const T *restrict m, long mstride, long n,
         }
     }
 }
+
+/* (A dY A^T) for n consecutive tiles of one row of tiles, one channel of the output
+ * gradient: the transform of the weight gradient (A = (A^T)^T, 4 x 2).
+ *
+ * e0, o0 (e1, o1): the even and odd columns of gradient row 2ty (2ty + 1) from
+ * column tx, zero past the edge: tile tx + j's 2 x 2 patch is e0[j], o0[j] / e1[j],
+ * o1[j]. Reads whole vectors (the caller leaves slack), writes exactly n columns of
+ * the 16 row-major matrices at dst + xi * gstride. */
+static inline void TT_WIN_GRAD(const T *restrict e0, const T *restrict o0,
+                               const T *restrict e1, const T *restrict o1,
+                               T *restrict dst, long gstride, long n)
+{
+    typedef T v __attribute__((vector_size(TT_WB), aligned(sizeof(T))));
+    enum { VL = TT_WB / sizeof(T) };
+    for (long j = 0; j < n; j += VL) {
+        v g00 = *(const v *)(e0 + j), g01 = *(const v *)(o0 + j);
+        v g10 = *(const v *)(e1 + j), g11 = *(const v *)(o1 + j);
+        v u[4][2], out[16];
+        u[0][0] = g00;        u[0][1] = g01;             /* A g: rows 0..3 */
+        u[1][0] = g00 + g10;  u[1][1] = g01 + g11;
+        u[2][0] = g00 - g10;  u[2][1] = g01 - g11;
+        u[3][0] = -g10;       u[3][1] = -g11;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {                    /* (A g) A^T: columns 0..3 */
+            out[4 * i] = u[i][0];
+            out[4 * i + 1] = u[i][0] + u[i][1];
+            out[4 * i + 2] = u[i][0] - u[i][1];
+            out[4 * i + 3] = -u[i][1];
+        }
+        if (j + VL <= n) {
+#pragma GCC unroll 16
+            for (int xi = 0; xi < 16; xi++)
+                *(v *)(dst + xi * gstride + j) = out[xi];
+        } else {
+            for (int xi = 0; xi < 16; xi++)
+                TT_STORE_PART(dst + xi * gstride + j, (const T *)&out[xi], n - j);
+        }
+    }
+}
