@@ -19,6 +19,7 @@
 #define TT_WIN_IN tt_wino_in_f32
 #define TT_WIN_OUT tt_wino_out_f32
 #define TT_SPLIT tt_split_f32
+#define TT_MERGE tt_merge_f32
 #define TT_WIN_GRAD tt_wino_grad_f32
 #define TT_STORE_PART tt_store_part_f32
 #define TT_EVENS {0, 2, 4, 6, 8, 10, 12, 14}
@@ -33,6 +34,7 @@
 #undef TT_LO
 #undef TT_HI
 #undef TT_SPLIT
+#undef TT_MERGE
 #undef TT_WIN_GRAD
 #undef TT_STORE_PART
 #undef TT_EVENS
@@ -43,6 +45,7 @@
 #define TT_WIN_IN tt_wino_in_f64
 #define TT_WIN_OUT tt_wino_out_f64
 #define TT_SPLIT tt_split_f64
+#define TT_MERGE tt_merge_f64
 #define TT_WIN_GRAD tt_wino_grad_f64
 #define TT_STORE_PART tt_store_part_f64
 #define TT_EVENS {0, 2, 4, 6}
@@ -57,6 +60,7 @@
 #undef TT_LO
 #undef TT_HI
 #undef TT_SPLIT
+#undef TT_MERGE
 #undef TT_WIN_GRAD
 #undef TT_STORE_PART
 #undef TT_EVENS

@@ -37,6 +37,28 @@ static inline void TT_SPLIT(const T *restrict src, long n, T *restrict first,
     }
 }
 
+/* dst[2i] = first[i], dst[2i + 1] = second[i] for 2i (+1) < n: the inverse of TT_SPLIT
+ * (conv's col2im merges the even and odd columns of a stride-2 image back). */
+static inline void TT_MERGE(const T *restrict first, const T *restrict second, long n,
+                            T *restrict dst)
+{
+    typedef T v __attribute__((vector_size(TT_WB), aligned(sizeof(T))));
+    typedef TT_INT mask __attribute__((vector_size(TT_WB)));
+    enum { VL = TT_WB / sizeof(T) };
+    const mask lo = TT_LO, hi = TT_HI;
+    long i = 0;
+    for (; 2 * i + 2 * VL <= n; i += VL) {
+        v a = *(const v *)(first + i), b = *(const v *)(second + i);
+        *(v *)(dst + 2 * i) = __builtin_shuffle(a, b, lo);
+        *(v *)(dst + 2 * i + VL) = __builtin_shuffle(a, b, hi);
+    }
+    for (; 2 * i < n; i++) {
+        dst[2 * i] = first[i];
+        if (2 * i + 1 < n)
+            dst[2 * i + 1] = second[i];
+    }
+}
+
 /* V = B^T d B for n consecutive tiles of one row of tiles, one channel.
  *
  * e, o: the even and odd column planes of the padded image at row 2ty, column tx
