@@ -14,6 +14,7 @@ from tinytorch.backends.optimized import THREADS_ENV
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 MR, NR = _gemm.tile["float32"]
+NARROW_MR, NARROW_NR = _gemm.narrow_tile["float32"]
 KC, MC = 256, 192          # the block sizes documented in _gemm.pyx, section 1
 RNG = np.random.default_rng(7)
 
@@ -38,6 +39,8 @@ EDGE_SHAPES = (
     + [(1, 33, 97), (97, 33, 1), (13, 1, 17), (31, 37, 41), (257, 511, 129)]
     + [(MC + 5, KC + 3, NR * 3 + 5), (5, 2 * KC + 17, 9), (3, 5, 4100)]
     + [(1000, 64, 10), (10, 64, 1000), (64, 600, 64)]
+    # narrow tile (few columns): direct kernel; packed (k past the small path); threaded
+    + [(37, 19, NARROW_NR // 2 + 1), (45, 600, NARROW_NR - 1), (3000, 100, 12)]
 )
 
 

@@ -41,10 +41,28 @@ cdef extern from "_microkernel.h" nogil:
         TT_MR_F64
         TT_NR_F64
     void *tt_aligned_alloc(size_t nbytes)
+    enum:
+        TT_MR_NARROW
+        TT_NR_NARROW_F32
+        TT_NR_NARROW_F64
     void tt_kernel_f32(long kc, const float *a, const float *b, float *c, long rsc, long csc,
                        int mr, int nr, int accumulate)
     void tt_kernel_f64(long kc, const double *a, const double *b, double *c, long rsc, long csc,
                        int mr, int nr, int accumulate)
+    void tt_kernel_narrow_f32(long kc, const float *a, const float *b, float *c, long rsc,
+                              long csc, int mr, int nr, int accumulate)
+    void tt_kernel_narrow_f64(long kc, const double *a, const double *b, double *c, long rsc,
+                              long csc, int mr, int nr, int accumulate)
+    void tt_kernel_direct_f32(long kc, const float *a, long rsa, long csa, const float *b,
+                              long rsb, float *c, long rsc, int mr, int nr, int accumulate)
+    void tt_kernel_direct_f64(long kc, const double *a, long rsa, long csa, const double *b,
+                              long rsb, double *c, long rsc, int mr, int nr, int accumulate)
+    void tt_kernel_direct_narrow_f32(long kc, const float *a, long rsa, long csa,
+                                     const float *b, long rsb, float *c, long rsc, int mr,
+                                     int nr, int accumulate)
+    void tt_kernel_direct_narrow_f64(long kc, const double *a, long rsa, long csa,
+                                     const double *b, long rsb, double *c, long rsc, int mr,
+                                     int nr, int accumulate)
     void tt_pack_transposed_f32(long rows, long kc, const float *src, long ld, float *dst,
                                 long width)
     void tt_pack_transposed_f64(long rows, long kc, const double *src, long ld, double *dst,
@@ -56,6 +74,9 @@ openmp = bool(TT_OPENMP)
 isa = TT_ISA.decode()
 #: Register tile (rows, columns) of the micro-kernel, per dtype.
 tile = {"float32": (TT_MR_F32, TT_NR_F32), "float64": (TT_MR_F64, TT_NR_F64)}
+#: The narrow tile (one vector wide), for products with few columns.
+narrow_tile = {"float32": (TT_MR_NARROW, TT_NR_NARROW_F32),
+               "float64": (TT_MR_NARROW, TT_NR_NARROW_F64)}
 
 
 def max_threads():
@@ -89,6 +110,32 @@ cdef enum:
 
     # Below this many multiply-adds a second thread costs more to wake than it saves.
     PARALLEL_MIN_WORK = 128 * 128 * 128
+
+
+cdef inline void tile_shape(bint narrow, int *mr, int *nr, const floating *dummy) noexcept nogil:
+    """The register tile (MR, NR) of the normal or the narrow micro-kernel."""
+    if narrow:
+        mr[0] = TT_MR_NARROW
+        nr[0] = TT_NR_NARROW_F32 if floating is float else TT_NR_NARROW_F64
+    else:
+        mr[0] = TT_MR_F32 if floating is float else TT_MR_F64
+        nr[0] = TT_NR_F32 if floating is float else TT_NR_F64
+
+
+cdef inline void kernel(bint narrow, Py_ssize_t kc, const floating *a, const floating *b,
+                        floating *c, Py_ssize_t rsc, Py_ssize_t csc, Py_ssize_t mr,
+                        Py_ssize_t nr, bint accumulate) noexcept nogil:
+    """One MR x NR tile from packed slivers (the micro-kernel of _microkernel.h)."""
+    if floating is float:
+        if narrow:
+            tt_kernel_narrow_f32(kc, a, b, c, rsc, csc, mr, nr, accumulate)
+        else:
+            tt_kernel_f32(kc, a, b, c, rsc, csc, mr, nr, accumulate)
+    else:
+        if narrow:
+            tt_kernel_narrow_f64(kc, a, b, c, rsc, csc, mr, nr, accumulate)
+        else:
+            tt_kernel_f64(kc, a, b, c, rsc, csc, mr, nr, accumulate)
 
 
 cdef inline Py_ssize_t round_up(Py_ssize_t x, Py_ssize_t multiple) noexcept nogil:
@@ -193,14 +240,12 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                      const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
                      floating *c, Py_ssize_t rsc, Py_ssize_t csc, bint accumulate,
-                     const floating *packed_b) noexcept nogil:
+                     const floating *packed_b, bint narrow=False) noexcept nogil:
     """C[m, n] (+)= A[m, k] @ B[k, n] on the calling thread; -1 if out of memory.
-    B comes from (b, rsb, csb), or, if packed_b is not NULL, is already packed."""
+    B comes from (b, rsb, csb), or, if packed_b is not NULL, is already packed.
+    narrow: with the narrow micro-kernel (packed_b then in its sliver width)."""
     cdef int mr, nr
-    if floating is float:
-        mr, nr = TT_MR_F32, TT_NR_F32
-    else:
-        mr, nr = TT_MR_F64, TT_NR_F64
+    tile_shape(narrow, &mr, &nr, a)
     cdef Py_ssize_t kc_max = min(k, <Py_ssize_t>(KC + KC // 4))   # deepest k_block
     cdef floating *ap = <floating *>tt_aligned_alloc(
         min(<Py_ssize_t>MC, round_up(m, mr)) * kc_max * sizeof(floating))
@@ -244,16 +289,9 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         b_sliver = packed_b + (jc + jr) * k + pc * nr
                     for t in range((mc + mr - 1) // mr):
                         ir = t * mr
-                        if floating is float:
-                            tt_kernel_f32(kc, ap + ir * kc, b_sliver,
-                                          c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
-                                          min(<Py_ssize_t>mr, mc - ir),
-                                          min(<Py_ssize_t>nr, nc - jr), add)
-                        else:
-                            tt_kernel_f64(kc, ap + ir * kc, b_sliver,
-                                          c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
-                                          min(<Py_ssize_t>mr, mc - ir),
-                                          min(<Py_ssize_t>nr, nc - jr), add)
+                        kernel(narrow, kc, ap + ir * kc, b_sliver,
+                               c + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
+                               min(<Py_ssize_t>mr, mc - ir), min(<Py_ssize_t>nr, nc - jr), add)
             pc += kc
     free(ap)
     free(bp)
@@ -278,10 +316,12 @@ cdef int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                       const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                       const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
                       floating *c, Py_ssize_t rsc, Py_ssize_t csc, bint accumulate,
-                      const floating *packed_b, int threads, int mr, int nr) noexcept nogil:
+                      const floating *packed_b, int threads, bint narrow=False) noexcept nogil:
+    cdef int mr, nr
+    tile_shape(narrow, &mr, &nr, a)
     if threads == 1:
         return gemm_serial(m, n, k, a, rsa, csa, b, rsb, csb, c, rsc, csc, accumulate,
-                           packed_b)
+                           packed_b, narrow)
     cdef bint by_columns = n >= m
     cdef Py_ssize_t total = n if by_columns else m
     cdef Py_ssize_t slab = round_up((total + threads - 1) // threads, nr if by_columns else mr)
@@ -296,10 +336,10 @@ cdef int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
             failures += -gemm_serial(m, size, k, a, rsa, csa, b + start * csb, rsb, csb,
                                      c + start * csc, rsc, csc, accumulate,
                                      <const floating *>NULL if packed_b == NULL
-                                     else packed_b + start * k)
+                                     else packed_b + start * k, narrow)
         else:
             failures += -gemm_serial(size, n, k, a + start * rsa, rsa, csa, b, rsb, csb,
-                                     c + start * rsc, rsc, csc, accumulate, packed_b)
+                                     c + start * rsc, rsc, csc, accumulate, packed_b, narrow)
     return -1 if failures else 0
 
 
@@ -308,19 +348,26 @@ cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
               const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
               floating *c, Py_ssize_t ldc, bint accumulate, int threads) noexcept nogil:
     """C[m, n] (+)= A[m, k] @ B[k, n] for a row-major C (row stride ldc), with up to
-    `threads` threads; -1 if out of memory."""
-    cdef int mr, nr
-    if floating is float:
-        mr, nr = TT_MR_F32, TT_NR_F32
-    else:
-        mr, nr = TT_MR_F64, TT_NR_F64
+    `threads` threads; -1 if out of memory.
+
+    Of the three layouts -- the normal tile, the narrow tile, C computed as C^T --
+    the one whose tiles pad C least (C^T only if clearly better: its tiles are
+    stored transposed, element by element); then, for a small product, the
+    direct kernels (section 4b), else packing."""
+    cdef int mr, nr, nmr, nnr
+    tile_shape(False, &mr, &nr, a)
+    tile_shape(True, &nmr, &nnr, a)
     threads = threads_for(m, n, k, threads)
-    # padded tile area, as computed and as transposed
-    if round_up(n, mr) * round_up(m, nr) < round_up(m, mr) * round_up(n, nr) * 3 // 4:
+    cdef Py_ssize_t normal = round_up(m, mr) * round_up(n, nr)
+    cdef Py_ssize_t narrow_area = round_up(m, nmr) * round_up(n, nnr)
+    cdef bint narrow = narrow_area * 20 < normal * 17        # 15% less padding
+    if round_up(n, mr) * round_up(m, nr) < min(normal, narrow_area) * 3 // 4:
         return gemm_threads(n, m, k, b, csb, rsb, a, csa, rsa, c, 1, ldc, accumulate,
-                            NULL, threads, mr, nr)
+                            NULL, threads)
+    if threads == 1 and small_pays(m, n, k, csb):
+        return gemm_small(m, n, k, a, rsa, csa, b, rsb, c, ldc, accumulate, narrow)
     return gemm_threads(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, 1, accumulate,
-                        NULL, threads, mr, nr)
+                        NULL, threads, narrow)
 
 
 cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -328,13 +375,85 @@ cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                        const floating *packed_b, floating *c, Py_ssize_t ldc,
                        bint accumulate, int threads) noexcept nogil:
     """gemm() with B already packed by the caller (layout: section 3)."""
-    cdef int mr, nr
-    if floating is float:
-        mr, nr = TT_MR_F32, TT_NR_F32
-    else:
-        mr, nr = TT_MR_F64, TT_NR_F64
     return gemm_threads(m, n, k, a, rsa, csa, NULL, 0, 0, c, ldc, 1, accumulate, packed_b,
-                        threads_for(m, n, k, threads), mr, nr)
+                        threads_for(m, n, k, threads))
+
+
+# ---------------------------------------------------------------- 4b. small products, unpacked
+#
+# Packing costs O(m*k + k*n) copies to make the O(m*n*k) arithmetic stream
+# through cache lines and pages in order. When A and B are small they sit in
+# L1/L2 anyway, and for a 64 x 64 x 64 product the copies (and the buffers'
+# malloc and free) cost as much as a third of the call: OpenBLAS's small-
+# matrix kernels skip them, and so does this path. The direct micro-kernel
+# broadcasts A[i, p] from where it lies (MR row streams) and loads row p of a
+# B sliver from B itself; only the last, partial sliver of B is copied into a
+# zero-padded buffer, so no load reads past B. Needs unit column stride in B
+# (rows of B are vectors); a single thread (small products are not split).
+
+cdef enum:
+    SMALL_DEPTH = 512             # k at most: a B sliver read in place stays in L1/L2
+    SMALL_AREA = 64 * 1024        # elements of A and B together at most
+    EDGE_ON_STACK = 2048          # elements: B's last sliver up to 16 KiB lives on the stack
+
+
+cdef inline bint small_pays(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            Py_ssize_t csb) noexcept nogil:
+    return csb == 1 and k <= SMALL_DEPTH and m * k + k * n <= SMALL_AREA
+
+
+cdef int gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                    const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
+                    const floating *b, Py_ssize_t rsb, floating *c, Py_ssize_t ldc,
+                    bint accumulate, bint narrow) noexcept nogil:
+    """C[m, n] (+)= A @ B with the direct kernels; B's columns contiguous; -1 if out of
+    memory (for the edge sliver's buffer)."""
+    cdef int mr, nr
+    tile_shape(narrow, &mr, &nr, a)
+    mr = TT_MR_F32 if floating is float else TT_MR_F64    # direct kernels: always MR rows
+    cdef Py_ssize_t full = n // nr * nr, s, t, brs
+    cdef floating on_stack[EDGE_ON_STACK]       # a small edge needs no malloc/free
+    cdef floating *edge = NULL
+    cdef const floating *bs
+    if full < n:
+        if k * nr <= EDGE_ON_STACK:
+            edge = &on_stack[0]
+        else:
+            edge = <floating *>tt_aligned_alloc(k * nr * sizeof(floating))
+        if edge == NULL:
+            return -1
+        pack_b(n - full, k, b + full, rsb, 1, edge, nr)
+    for s in range((n + nr - 1) // nr):
+        if s * nr < full:
+            bs, brs = b + s * nr, rsb
+        else:
+            bs, brs = edge, nr
+        for t in range((m + mr - 1) // mr):
+            if floating is float:
+                if narrow:
+                    tt_kernel_direct_narrow_f32(k, a + t * mr * rsa, rsa, csa, bs, brs,
+                                                c + t * mr * ldc + s * nr, ldc,
+                                                min(<Py_ssize_t>mr, m - t * mr),
+                                                min(<Py_ssize_t>nr, n - s * nr), accumulate)
+                else:
+                    tt_kernel_direct_f32(k, a + t * mr * rsa, rsa, csa, bs, brs,
+                                         c + t * mr * ldc + s * nr, ldc,
+                                         min(<Py_ssize_t>mr, m - t * mr),
+                                         min(<Py_ssize_t>nr, n - s * nr), accumulate)
+            else:
+                if narrow:
+                    tt_kernel_direct_narrow_f64(k, a + t * mr * rsa, rsa, csa, bs, brs,
+                                                c + t * mr * ldc + s * nr, ldc,
+                                                min(<Py_ssize_t>mr, m - t * mr),
+                                                min(<Py_ssize_t>nr, n - s * nr), accumulate)
+                else:
+                    tt_kernel_direct_f64(k, a + t * mr * rsa, rsa, csa, bs, brs,
+                                         c + t * mr * ldc + s * nr, ldc,
+                                         min(<Py_ssize_t>mr, m - t * mr),
+                                         min(<Py_ssize_t>nr, n - s * nr), accumulate)
+    if edge != &on_stack[0]:
+        free(edge)
+    return 0
 
 
 # ---------------------------------------------------------------- 5b. both operands packed once
@@ -374,16 +493,9 @@ cdef void gemm_prepacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floatin
         kc = k_block(k - pc)
         for s in range((n + nr - 1) // nr):
             for t in range((m + mr - 1) // mr):
-                if floating is float:
-                    tt_kernel_f32(kc, ap + (t * k + pc) * mr, bp + (s * k + pc) * nr,
-                                  c + t * mr * ldc + s * nr, ldc, 1,
-                                  min(<Py_ssize_t>mr, m - t * mr),
-                                  min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
-                else:
-                    tt_kernel_f64(kc, ap + (t * k + pc) * mr, bp + (s * k + pc) * nr,
-                                  c + t * mr * ldc + s * nr, ldc, 1,
-                                  min(<Py_ssize_t>mr, m - t * mr),
-                                  min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
+                kernel(False, kc, ap + (t * k + pc) * mr, bp + (s * k + pc) * nr,
+                       c + t * mr * ldc + s * nr, ldc, 1, min(<Py_ssize_t>mr, m - t * mr),
+                       min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
         pc += kc
 
 
@@ -472,14 +584,25 @@ def batched_matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, int threads):
     cdef Py_ssize_t i
     cdef int failures = 0
     with nogil:
-        for i in prange(count, num_threads=outer, schedule="static"):
-            if typenum == cnp.NPY_FLOAT32:
-                failures += -gemm(m, n, k, <float *>pa + i * m * k, k, 1,
-                                  <float *>pb + i * k * n, n, 1,
-                                  <float *>pc + i * m * n, n, False, inner)
-            else:
-                failures += -gemm(m, n, k, <double *>pa + i * m * k, k, 1,
-                                  <double *>pb + i * k * n, n, 1,
-                                  <double *>pc + i * m * n, n, False, inner)
+        if outer == 1:         # no parallel region to open and close for one thread
+            for i in range(count):
+                if typenum == cnp.NPY_FLOAT32:
+                    failures += -gemm(m, n, k, <float *>pa + i * m * k, k, 1,
+                                      <float *>pb + i * k * n, n, 1,
+                                      <float *>pc + i * m * n, n, False, inner)
+                else:
+                    failures += -gemm(m, n, k, <double *>pa + i * m * k, k, 1,
+                                      <double *>pb + i * k * n, n, 1,
+                                      <double *>pc + i * m * n, n, False, inner)
+        else:
+            for i in prange(count, num_threads=outer, schedule="static"):
+                if typenum == cnp.NPY_FLOAT32:
+                    failures += -gemm(m, n, k, <float *>pa + i * m * k, k, 1,
+                                      <float *>pb + i * k * n, n, 1,
+                                      <float *>pc + i * m * n, n, False, inner)
+                else:
+                    failures += -gemm(m, n, k, <double *>pa + i * m * k, k, 1,
+                                      <double *>pb + i * k * n, n, 1,
+                                      <double *>pc + i * m * n, n, False, inner)
     if failures:
         raise MemoryError("optimized batched gemm: could not allocate packing buffers")
