@@ -139,6 +139,12 @@ CONV_CASES = [  # (n, c, h, w, f, kh, kw, stride, padding)
     (1, 3, 8, 8, 4, 3, 3, 1, 1),      # batch smaller than the thread count
     (2, 3, 7, 9, 5, 3, 3, 1, 0),      # stride 1 without padding (im2col copies the image)
     (2, 2, 5, 45, 3, 3, 3, 1, 1),     # output rows wider than a GEMM sliver
+    # output rows of whole cache lines: the forward reads B in place from shifted planes
+    (2, 3, 6, 16, 4, 3, 3, 1, 1),     # ... 3x3 stride 1 (and its input gradient)
+    (2, 3, 9, 32, 5, 3, 3, 2, 1),     # ... stride 2
+    (2, 3, 7, 17, 4, 3, 2, 1, 0),     # ... a 3x2 kernel, no padding
+    (2, 2, 6, 16, 3, 5, 5, 1, 2),     # ... 5x5, padding 2
+    (1, 3, 8, 16, 4, 3, 3, 1, 1),     # ... one image: its columns split between threads
     (2, 32, 24, 24, 32, 3, 3, 1, 1),  # Winograd (3x3 stride 1, 32+ channels, 288 tiles)
     (5, 33, 17, 15, 40, 3, 3, 1, 0),  # Winograd: odd sizes (edge tiles), no padding
     (3, 40, 19, 21, 33, 3, 3, 1, 2),  # Winograd: padding 2 (its gradient pads by 0)

@@ -19,3 +19,7 @@ cdef void pack_a_full(Py_ssize_t m, Py_ssize_t k, const floating *a, Py_ssize_t 
 cdef void gemm_prepacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *ap,
                          const floating *bp, floating *c, Py_ssize_t ldc,
                          bint accumulate) noexcept nogil
+
+cdef void gemm_indirect(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *ap,
+                        const floating *b, const long *boff, floating *c, Py_ssize_t ldc,
+                        bint accumulate) noexcept nogil

@@ -53,6 +53,10 @@ cdef extern from "_microkernel.h" nogil:
                               long csc, int mr, int nr, int accumulate)
     void tt_kernel_narrow_f64(long kc, const double *a, const double *b, double *c, long rsc,
                               long csc, int mr, int nr, int accumulate)
+    void tt_kernel_indirect_f32(long kc, const float *a, const float *b, const long *boff,
+                                float *c, long rsc, int mr, int nr, int accumulate)
+    void tt_kernel_indirect_f64(long kc, const double *a, const double *b, const long *boff,
+                                double *c, long rsc, int mr, int nr, int accumulate)
     void tt_kernel_direct_f32(long kc, const float *a, long rsa, long csa, const float *b,
                               long rsb, float *c, long rsc, int mr, int nr, int accumulate)
     void tt_kernel_direct_f64(long kc, const double *a, long rsa, long csa, const double *b,
@@ -496,6 +500,32 @@ cdef void gemm_prepacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floatin
                 kernel(False, kc, ap + (t * k + pc) * mr, bp + (s * k + pc) * nr,
                        c + t * mr * ldc + s * nr, ldc, 1, min(<Py_ssize_t>mr, m - t * mr),
                        min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
+        pc += kc
+
+
+cdef void gemm_indirect(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *ap,
+                        const floating *b, const long *boff, floating *c, Py_ssize_t ldc,
+                        bint accumulate) noexcept nogil:
+    """C[m, n] (+)= A @ B on this thread, A packed by pack_a_full, B[p, j] at
+    b[boff[p] + j] (row p of B anywhere, its columns contiguous, readable up to a
+    whole sliver past column n - 1): gemm_prepacked without packed B (for conv)."""
+    cdef int mr = TT_MR_F32 if floating is float else TT_MR_F64
+    cdef int nr = TT_NR_F32 if floating is float else TT_NR_F64
+    cdef Py_ssize_t pc = 0, kc, s, t
+    while pc < k:
+        kc = k_block(k - pc)
+        for s in range((n + nr - 1) // nr):
+            for t in range((m + mr - 1) // mr):
+                if floating is float:
+                    tt_kernel_indirect_f32(kc, ap + (t * k + pc) * mr, b + s * nr, boff + pc,
+                                           c + t * mr * ldc + s * nr, ldc,
+                                           min(<Py_ssize_t>mr, m - t * mr),
+                                           min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
+                else:
+                    tt_kernel_indirect_f64(kc, ap + (t * k + pc) * mr, b + s * nr, boff + pc,
+                                           c + t * mr * ldc + s * nr, ldc,
+                                           min(<Py_ssize_t>mr, m - t * mr),
+                                           min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
         pc += kc
 
 

@@ -107,6 +107,7 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #define TT_KNR TT_NR_F32
 #define TT_KERNEL tt_kernel_f32
 #define TT_KERNEL_DIRECT tt_kernel_direct_f32
+#define TT_KERNEL_INDIRECT tt_kernel_indirect_f32
 #define TT_WITH_HELPERS
 #include "_microkernel_body.h"
 #undef TT_WITH_HELPERS
@@ -115,17 +116,20 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #undef TT_KNR
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
+#undef TT_KERNEL_INDIRECT
 #define TT_KMR TT_MR_NARROW
 #define TT_KNV 1
 #define TT_KNR TT_NR_NARROW_F32
 #define TT_KERNEL tt_kernel_narrow_f32
 #define TT_KERNEL_DIRECT tt_kernel_direct_narrow_f32
+#define TT_KERNEL_INDIRECT tt_kernel_indirect_narrow_f32
 #include "_microkernel_body.h"
 #undef TT_KMR
 #undef TT_KNV
 #undef TT_KNR
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
+#undef TT_KERNEL_INDIRECT
 #undef T
 #undef TT_INT
 #undef TT_STORE_MASKED
@@ -144,6 +148,7 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #define TT_KNR TT_NR_F64
 #define TT_KERNEL tt_kernel_f64
 #define TT_KERNEL_DIRECT tt_kernel_direct_f64
+#define TT_KERNEL_INDIRECT tt_kernel_indirect_f64
 #define TT_WITH_HELPERS
 #include "_microkernel_body.h"
 #undef TT_WITH_HELPERS
@@ -152,17 +157,20 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #undef TT_KNR
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
+#undef TT_KERNEL_INDIRECT
 #define TT_KMR TT_MR_NARROW
 #define TT_KNV 1
 #define TT_KNR TT_NR_NARROW_F64
 #define TT_KERNEL tt_kernel_narrow_f64
 #define TT_KERNEL_DIRECT tt_kernel_direct_narrow_f64
+#define TT_KERNEL_INDIRECT tt_kernel_indirect_narrow_f64
 #include "_microkernel_body.h"
 #undef TT_KMR
 #undef TT_KNV
 #undef TT_KNR
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
+#undef TT_KERNEL_INDIRECT
 #undef T
 #undef TT_INT
 #undef TT_STORE_MASKED

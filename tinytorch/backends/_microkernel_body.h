@@ -100,6 +100,48 @@ static inline void TT_KERNEL(long kc, const T *restrict a, const T *restrict b,
     TT_STORE_TILE(acc, TT_KMR);
 }
 
+/* TT_KERNEL_INDIRECT: TT_KERNEL with B's rows found through a table: row p of the
+ * sliver is the NR values at b + boff[p] (any alignment). A convolution's B is
+ * the im2col matrix, whose row for tap (c, i, j) is a shifted window of the
+ * image: with the image laid out as planes shifted by j (conv's section 2),
+ * that window is contiguous, so the table replaces writing im2col at all. */
+static inline void TT_KERNEL_INDIRECT(long kc, const T *restrict a, const T *restrict b,
+                                      const long *restrict boff, T *restrict c, long rsc,
+                                      int mr, int nr, int accumulate)
+{
+    typedef T vec __attribute__((vector_size(TT_VEC_BYTES)));
+    typedef T vec_u __attribute__((vector_size(TT_VEC_BYTES), aligned(sizeof(T))));
+    enum { VL = TT_VEC_BYTES / sizeof(T) };
+    const long csc = 1;
+
+    for (int i = 0; i < mr; i++) {
+        __builtin_prefetch(c + i * rsc, 1);
+        __builtin_prefetch(c + i * rsc + nr - 1, 1);
+    }
+    vec acc[TT_KMR][TT_KNV];
+#pragma GCC unroll 16
+    for (int i = 0; i < TT_KMR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            acc[i][j] = (vec){0};
+
+    for (long p = 0; p < kc; p++) {
+        const vec_u *brow = (const vec_u *)(b + boff[p]);
+        vec bv[TT_KNV];
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            bv[j] = brow[j];
+#pragma GCC unroll 16
+        for (int i = 0; i < TT_KMR; i++) {
+            T ai = a[p * TT_KMR + i];
+#pragma GCC unroll 4
+            for (int j = 0; j < TT_KNV; j++)
+                acc[i][j] += ai * bv[j];
+        }
+    }
+    TT_STORE_TILE(acc, TT_KMR);
+}
+
 /* The direct kernel is always TT_MR rows tall (8 on AVX-512), also in the narrow
  * shape: each row of A is a stream with its own pointer, and 16 of them (with B's
  * and the step) do not fit in x86's general registers -- measured, the compiler
