@@ -264,3 +264,22 @@ def test_models_end_to_end_in_eval_mode():
         setattr(module, attr, value + 0.1 if attr == "running_mean" else value * 1.5)
     model.eval()
     check_gradients(model, (2, 1, 6, 6), params=model.parameters()[:6])
+
+
+def test_leaf_gradients_never_share_memory():
+    """A leaf keeps a fresh gradient array without copying it, but never one that another
+    leaf, the user or another array also holds."""
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    gradient = np.array([1.0, -1.0])
+    (x + y).backward(gradient)                   # the same g for both inputs
+    assert not np.shares_memory(x.grad.data, y.grad.data)
+    assert not np.shares_memory(x.grad.data, gradient)
+    assert not np.shares_memory(y.grad.data, gradient)
+    x.grad.data *= 2                             # a user's in-place change stays local
+    np.testing.assert_array_equal(y.grad.data, [1.0, -1.0])
+    np.testing.assert_array_equal(gradient, [1.0, -1.0])
+    w = Tensor(np.ones((2, 3)), requires_grad=True)
+    (x.reshape(1, 2) @ w).sum().backward()        # a fresh matmul result: kept as it is
+    assert w.grad.data.flags.owndata and w.grad.data.flags.writeable
+    np.testing.assert_array_equal(w.grad.data, [[1.0] * 3, [2.0] * 3])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import sys
 
 import numpy as np
 
@@ -91,6 +92,16 @@ def _power(x, exponent):
     if exponent == 3:
         return x * x * x
     return x ** exponent
+
+
+def _one_name_refcount():
+    array = np.empty(1)             # held by one local name only, as `grad` in backward()
+    return sys.getrefcount(array)
+
+
+#: What sys.getrefcount reports for an array held by one local name (2 in CPython 3.11:
+#: the name and getrefcount's own argument), measured rather than assumed.
+_ONE_NAME = _one_name_refcount()
 
 
 def _operand(value, like):
@@ -197,7 +208,14 @@ class Tensor:
             if node._backward is None:    # a leaf
                 grad = grad.astype(node.dtype, copy=False)
                 if node.grad is None:
-                    node.grad = Tensor(grad.copy())
+                    # A weight's gradient is nearly always a fresh backend result, and
+                    # copying it cost up to a tenth of a small MLP's training step. Copy
+                    # only an array someone else may hold: the gradient of another input
+                    # too (x + y hands g to both), the user's backward(gradient), a view
+                    # of either -- getrefcount counts every holder -- or a read-only one.
+                    shared = sys.getrefcount(grad) > _ONE_NAME or not grad.flags.owndata \
+                        or not grad.flags.writeable
+                    node.grad = Tensor(grad.copy() if shared else grad)
                 else:
                     node.grad.data = node.grad.data + grad
                 continue
