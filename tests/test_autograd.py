@@ -283,3 +283,28 @@ def test_leaf_gradients_never_share_memory():
     (x.reshape(1, 2) @ w).sum().backward()        # a fresh matmul result: kept as it is
     assert w.grad.data.flags.owndata and w.grad.data.flags.writeable
     np.testing.assert_array_equal(w.grad.data, [[1.0] * 3, [2.0] * 3])
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Linear(4, 3), lambda: nn.Conv2d(2, 3, 3, padding=1)],
+                         ids=["linear", "conv2d"])
+def test_sequential_runs_a_following_relu_as_the_layers_epilogue(make):
+    """Sequential(layer, ReLU) computes ReLU in place on the layer's output: the same values
+    and gradients as the two layers one after the other; a ReLU subclass is left alone."""
+    tinytorch.manual_seed(0)
+    layer = as_float64(make())
+    shape = (2, 5, 4) if isinstance(layer, nn.Linear) else (2, 2, 5, 5)
+    fused = nn.Sequential(layer, nn.ReLU())
+    rng = np.random.default_rng(2)
+    x = Tensor(rng.standard_normal(shape), requires_grad=True)
+    out = fused(x)
+    np.testing.assert_allclose(out.data, layer(x).relu().data, rtol=1e-12, atol=1e-12)
+    check_gradients(fused, shape, params=layer.parameters())
+
+    class Recording(nn.ReLU):
+        calls = 0
+
+        def forward(self, x):
+            Recording.calls += 1
+            return super().forward(x)
+    nn.Sequential(layer, Recording())(x)
+    assert Recording.calls == 1

@@ -36,12 +36,13 @@ def _owned(out):
     return out if out.flags.writeable else out.copy()
 
 
-def linear(x, weight, bias=None):
-    """x @ weight + bias, weight (in, out), bias (out,); x may have leading axes.
+def linear(x, weight, bias=None, relu=False):
+    """x @ weight + bias (then ReLU if asked), weight (in, out), bias (out,); x may have
+    leading axes.
 
-    One operation: the bias goes into the backend's fresh product in place, and
-    backward makes one matmul per gradient it needs (W^T and x^T made contiguous
-    by `_transposed`, which the contract would otherwise copy the slow way)."""
+    One operation: the bias (and the ReLU) go into the backend's fresh product in
+    place, and backward makes one matmul per gradient it needs (W^T and x^T made
+    contiguous by `_transposed`, which the contract would otherwise copy the slow way)."""
     x, weight = Tensor.ensure(x), Tensor.ensure(weight)
     k, n = weight.shape
     if x.ndim < 1 or x.shape[-1] != k:
@@ -55,10 +56,14 @@ def linear(x, weight, bias=None):
         bias = Tensor.ensure(bias)
         out += bias.data
         parents = (x, weight, bias)
+    if relu:
+        np.maximum(out, 0, out=out)
 
     def backward(g):
         backend = get_backend()
         g2 = g.reshape(-1, n).astype(out.dtype, copy=False)
+        if relu:
+            g2 = g2 * (out > 0)
         grad_x = backend.matmul(g2, _transposed(w)).reshape(x.shape) \
             if x.requires_grad else None
         grad_w = backend.matmul(_transposed(x2), g2) if weight.requires_grad else None
