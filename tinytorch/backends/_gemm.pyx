@@ -6,11 +6,13 @@ Read it in order:
   2. packing A       -- MR-row slivers of A, stored column by column
   3. packing B       -- NR-column slivers of B, stored row by row
   4. the loop nest   -- five loops around the micro-kernel (one thread)
-  5. threads         -- each thread computes its own slab of C
-  6. Python entry points (matmul, batched_matmul)
+  5. layout, threads -- normal tile, narrow tile or C^T; each thread its own slab of C
+  6. small products  -- no packing at all when A and B fit in cache
+  7. for conv2d      -- weights packed once, B read in place through a row table
+  8. Python entry points (matmul, batched_matmul)
 
-The micro-kernel itself (one MR x NR tile of C, kept in registers) is C with
-GCC vector extensions: _microkernel.h. Everything here releases the GIL;
+The micro-kernels themselves (one MR x NR tile of C, kept in registers) are C
+with GCC vector extensions: _microkernel.h. Everything here releases the GIL;
 validation happened before (the backend contract), so no bounds checks.
 """
 cimport numpy as cnp
@@ -302,12 +304,15 @@ cdef int gemm_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     return 0
 
 
-# ---------------------------------------------------------------- 5. orientation and threads
+# ---------------------------------------------------------------- 5. layout and threads
 #
-# Orientation: a tile is MR x NR, so a C only 10 columns wide would fill a
-# third of every 32-wide tile with padding. But C^T = B^T @ A^T, and a
-# transpose is free here (swap the strides), so a narrow C is computed as its
-# transpose, whose rows are the short side -- whichever orientation pads less.
+# Layout: a tile is MR x NR, so a C only 10 columns wide would fill a third
+# of every 32-wide tile with padding. Two ways out. The narrow micro-kernel's
+# tile is one vector wide and twice as tall (16 x 16 on AVX-512), which pads a
+# 10-column C to 16, not 32. And C^T = B^T @ A^T, where a transpose is free
+# (swap the strides), so C can be computed as its transpose, whose rows are the
+# short side -- but then every tile is stored transposed, element by element,
+# so gemm() takes it only when it pads clearly less than both tiles.
 #
 # Threads: each thread computes one slab of C with the serial loop nest
 # above, on its own packing buffers: no locks, no barriers, only the join at
@@ -357,7 +362,7 @@ cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     Of the three layouts -- the normal tile, the narrow tile, C computed as C^T --
     the one whose tiles pad C least (C^T only if clearly better: its tiles are
     stored transposed, element by element); then, for a small product, the
-    direct kernels (section 4b), else packing."""
+    direct kernels (section 6), else packing."""
     cdef int mr, nr, nmr, nnr
     tile_shape(False, &mr, &nr, a)
     tile_shape(True, &nmr, &nnr, a)
@@ -383,7 +388,7 @@ cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         threads_for(m, n, k, threads))
 
 
-# ---------------------------------------------------------------- 4b. small products, unpacked
+# ---------------------------------------------------------------- 6. small products, unpacked
 #
 # Packing costs O(m*k + k*n) copies to make the O(m*n*k) arithmetic stream
 # through cache lines and pages in order. When A and B are small they sit in
@@ -460,7 +465,7 @@ cdef int gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     return 0
 
 
-# ---------------------------------------------------------------- 5b. both operands packed once
+# ---------------------------------------------------------------- 7. for conv2d: both operands packed once, or B read in place
 #
 # A convolution multiplies the same weights by every image's columns (and
 # Winograd's 16 small products reuse theirs for every block of tiles), so it
@@ -529,7 +534,7 @@ cdef void gemm_indirect(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating
         pc += kc
 
 
-# ---------------------------------------------------------------- 6. Python entry points
+# ---------------------------------------------------------------- 8. Python entry points
 #
 # Called by optimized.py after the backend contract has validated the inputs;
 # the checks here only make a wrong call from elsewhere an exception instead

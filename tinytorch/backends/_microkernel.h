@@ -19,9 +19,10 @@
  *            16-byte vectors, 6 x 2; GCC lowers them to whatever the target has.
  * NR is two vectors wide: 32 floats / 16 doubles on AVX-512, 16 / 8 on AVX2.
  *
- * The kernel body (and two copy helpers, see there) is written once, for a
- * type T, in _microkernel_body.h and included twice below (float, double):
- * C's version of a template.
+ * The kernels (packed, direct for small products, indirect for conv2d) and
+ * two copy helpers are written once, for a type T and a tile shape, in
+ * _microkernel_body.h and included four times below (float, double; normal
+ * and narrow tile): C's version of a template.
  */
 #ifndef TT_MICROKERNEL_H
 #define TT_MICROKERNEL_H

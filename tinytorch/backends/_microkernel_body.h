@@ -13,7 +13,7 @@
  * zero-padded, so the arithmetic is the same for every tile.
  *
  * TT_KERNEL_DIRECT does the same arithmetic on A and B where they lie, for
- * small products (_gemm.pyx, section 4b): A[i, p] at a[i*rsa + p*csa], row p
+ * small products (_gemm.pyx, section 6): A[i, p] at a[i*rsa + p*csa], row p
  * of B at b + p*rsb (NR values, any alignment). Rows of A past mr re-read row
  * mr - 1 (their sums are never stored), so nothing outside A is read either.
  */
