@@ -2,9 +2,11 @@
 """conv2d and its two gradients: Winograd where it pays, im2col on the packed GEMM elsewhere.
 
   1. phases          -- the zero-padded image, split by stride phase
-  2. im2col / col2im -- a receptive field becomes a column, and back
+  2. im2col / col2im -- a receptive field becomes a column, and back; or no im2col:
+                        shifted image planes the GEMM reads in place
   3. which algorithm -- Winograd F(2x2, 3x3) (_winograd.pyx) or im2col
-  4. forward         -- out[n] = W (F, C*KH*KW) @ cols[n]: W packed once, cols pre-packed
+  4. forward         -- out[n] = W (F, C*KH*KW) @ cols[n]: W packed once, cols read
+                        in place from the planes (or written pre-packed)
   5. grad input      -- stride 1: a convolution of dY with the rotated filters;
                         otherwise cols = W^T @ dY[n], scattered back by col2im
   6. grad weight     -- dW = sum over n of dY[n] @ cols[n]^T
