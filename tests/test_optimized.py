@@ -41,6 +41,8 @@ EDGE_SHAPES = (
     + [(1000, 64, 10), (10, 64, 1000), (64, 600, 64)]
     # narrow tile (few columns): direct kernel; packed (k past the small path); threaded
     + [(37, 19, NARROW_NR // 2 + 1), (45, 600, NARROW_NR - 1), (3000, 100, 12)]
+    # one small side: unpacked, deep (k up to the direct path's limit and past it)
+    + [(70, 3000, 40), (130, 700, 100), (20, 5000, 20)]
 )
 
 

@@ -373,7 +373,7 @@ cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     if round_up(n, mr) * round_up(m, nr) < min(normal, narrow_area) * 3 // 4:
         return gemm_threads(n, m, k, b, csb, rsb, a, csa, rsa, c, 1, ldc, accumulate,
                             NULL, threads)
-    if threads == 1 and small_pays(m, n, k, csb):
+    if threads == 1 and small_pays(m, n, k, csa, csb):
         return gemm_small(m, n, k, a, rsa, csa, b, rsb, c, ldc, accumulate, narrow)
     return gemm_threads(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, 1, accumulate,
                         NULL, threads, narrow)
@@ -391,24 +391,34 @@ cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
 # ---------------------------------------------------------------- 6. small products, unpacked
 #
 # Packing costs O(m*k + k*n) copies to make the O(m*n*k) arithmetic stream
-# through cache lines and pages in order. When A and B are small they sit in
-# L1/L2 anyway, and for a 64 x 64 x 64 product the copies (and the buffers'
-# malloc and free) cost as much as a third of the call: OpenBLAS's small-
-# matrix kernels skip them, and so does this path. The direct micro-kernel
-# broadcasts A[i, p] from where it lies (MR row streams) and loads row p of a
-# B sliver from B itself; only the last, partial sliver of B is copied into a
-# zero-padded buffer, so no load reads past B. Needs unit column stride in B
-# (rows of B are vectors); a single thread (small products are not split).
+# through cache lines and pages in order, and each packed sliver of B is then
+# reused by all m/MR slivers of A (and A's by n/NR slivers of B). When A and B
+# are small they sit in L1/L2 anyway, and when m or n is small the packing is
+# reused only a few times: then the copies (and the buffers' malloc and free)
+# cost more than they save -- for a 64 x 64 x 64 product about a third of the
+# call. OpenBLAS's small-matrix kernels skip them, and so does this path. The
+# direct micro-kernel broadcasts A[i, p] from where it lies (MR row streams)
+# and loads row p of a B sliver from B itself; only the last, partial sliver
+# of B is copied into a zero-padded buffer, so no load reads past B. Needs
+# unit column stride in B (rows of B are vectors), a B sliver (k x NR) that
+# stays in L2, and one thread. Measured against packing here (CPU time, 3
+# alternating runs): 64x4096x64 1.20x, 128x1152x64 1.21x, 64x3072x256 1.08x
+# (float64 1.27x), 256x512x128 1.08x; 1024 cubed 0.96x, so large squares pack.
 
 cdef enum:
-    SMALL_DEPTH = 512             # k at most: a B sliver read in place stays in L1/L2
-    SMALL_AREA = 64 * 1024        # elements of A and B together at most
+    SMALL_DEPTH = 4096            # k at most: a B sliver (k x NR) read in place stays in L2
+    SMALL_AREA = 64 * 1024        # elements of A and B together at most, whatever the shape
+    SMALL_SIDE = 128              # ... or m or n at most: packing reused that few times
     EDGE_ON_STACK = 2048          # elements: B's last sliver up to 16 KiB lives on the stack
 
 
-cdef inline bint small_pays(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+cdef inline bint small_pays(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t csa,
                             Py_ssize_t csb) noexcept nogil:
-    return csb == 1 and k <= SMALL_DEPTH and m * k + k * n <= SMALL_AREA
+    """The direct path: small A and B, or one small side and a row-major A (a strided
+    A's row streams cost more than packing it once: 0.87x on conv2d_grad_input's
+    W^T @ dY at 288 x 64 x 64)."""
+    return csb == 1 and k <= SMALL_DEPTH and \
+        (m * k + k * n <= SMALL_AREA or (min(m, n) <= SMALL_SIDE and csa == 1))
 
 
 cdef int gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
