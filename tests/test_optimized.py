@@ -147,6 +147,9 @@ CONV_CASES = [  # (n, c, h, w, f, kh, kw, stride, padding)
     (2, 3, 7, 17, 4, 3, 2, 1, 0),     # ... a 3x2 kernel, no padding
     (2, 2, 6, 16, 3, 5, 5, 1, 2),     # ... 5x5, padding 2
     (1, 3, 8, 16, 4, 3, 3, 1, 1),     # ... one image: its columns split between threads
+    # 256+ output positions, 32+ filters: the weight gradient reads im2col's rows in place
+    (2, 3, 16, 16, 32, 3, 3, 1, 1),
+    (2, 5, 33, 31, 40, 3, 3, 2, 1),   # ... stride 2, filters not a whole number of slivers
     (2, 32, 24, 24, 32, 3, 3, 1, 1),  # Winograd (3x3 stride 1, 32+ channels, 288 tiles)
     (5, 33, 17, 15, 40, 3, 3, 1, 0),  # Winograd: odd sizes (edge tiles), no padding
     (3, 40, 19, 21, 33, 3, 3, 1, 2),  # Winograd: padding 2 (its gradient pads by 0)

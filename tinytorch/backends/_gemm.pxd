@@ -23,3 +23,10 @@ cdef void gemm_prepacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floatin
 cdef void gemm_indirect(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *ap,
                         const floating *b, const long *boff, floating *c, Py_ssize_t ldc,
                         bint accumulate) noexcept nogil
+
+cdef void pack_b_full(Py_ssize_t k, Py_ssize_t n, const floating *b, Py_ssize_t rsb,
+                      Py_ssize_t csb, floating *bp) noexcept nogil
+
+cdef void gemm_rows(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a,
+                    const long *aoff, const floating *bp, floating *c, Py_ssize_t ldc,
+                    bint accumulate) noexcept nogil

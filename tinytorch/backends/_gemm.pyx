@@ -59,6 +59,10 @@ cdef extern from "_microkernel.h" nogil:
                                 float *c, long rsc, int mr, int nr, int accumulate)
     void tt_kernel_indirect_f64(long kc, const double *a, const double *b, const long *boff,
                                 double *c, long rsc, int mr, int nr, int accumulate)
+    void tt_kernel_rows_f32(long kc, const float *a, const long *aoff, const float *b,
+                            long rsb, float *c, long rsc, int mr, int nr, int accumulate)
+    void tt_kernel_rows_f64(long kc, const double *a, const long *aoff, const double *b,
+                            long rsb, double *c, long rsc, int mr, int nr, int accumulate)
     void tt_kernel_direct_f32(long kc, const float *a, long rsa, long csa, const float *b,
                               long rsb, float *c, long rsc, int mr, int nr, int accumulate)
     void tt_kernel_direct_f64(long kc, const double *a, long rsa, long csa, const double *b,
@@ -542,6 +546,37 @@ cdef void gemm_indirect(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating
                                            min(<Py_ssize_t>mr, m - t * mr),
                                            min(<Py_ssize_t>nr, n - s * nr), accumulate or pc > 0)
         pc += kc
+
+
+cdef void pack_b_full(Py_ssize_t k, Py_ssize_t n, const floating *b, Py_ssize_t rsb,
+                      Py_ssize_t csb, floating *bp) noexcept nogil:
+    """All of B (k x n, any strides) as ceil(n/NR) zero-padded NR-column slivers, each all
+    k deep: B[p, s*NR + j] at bp[(s*k + p)*NR + j] (the layout gemm_packed_b takes)."""
+    cdef int nr = TT_NR_F32 if floating is float else TT_NR_F64
+    cdef Py_ssize_t s
+    for s in range((n + nr - 1) // nr):
+        pack_b(min(<Py_ssize_t>nr, n - s * nr), k, b + s * nr * csb, rsb, csb, bp + s * k * nr,
+               nr)
+
+
+cdef void gemm_rows(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a,
+                    const long *aoff, const floating *bp, floating *c, Py_ssize_t ldc,
+                    bint accumulate) noexcept nogil:
+    """C[m, n] (+)= A @ B on this thread, row i of A (contiguous along k) at a + aoff[i],
+    B packed by pack_b_full: no K blocks (k is the caller's to keep cache-sized)."""
+    cdef int mr = TT_MR_F32 if floating is float else TT_MR_F64
+    cdef int nr = TT_NR_F32 if floating is float else TT_NR_F64
+    cdef Py_ssize_t s, t
+    for s in range((n + nr - 1) // nr):
+        for t in range((m + mr - 1) // mr):
+            if floating is float:
+                tt_kernel_rows_f32(k, a, aoff + t * mr, bp + s * k * nr, nr,
+                                   c + t * mr * ldc + s * nr, ldc, min(<Py_ssize_t>mr, m - t * mr),
+                                   min(<Py_ssize_t>nr, n - s * nr), accumulate)
+            else:
+                tt_kernel_rows_f64(k, a, aoff + t * mr, bp + s * k * nr, nr,
+                                   c + t * mr * ldc + s * nr, ldc, min(<Py_ssize_t>mr, m - t * mr),
+                                   min(<Py_ssize_t>nr, n - s * nr), accumulate)
 
 
 # ---------------------------------------------------------------- 8. Python entry points

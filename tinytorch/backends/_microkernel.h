@@ -109,6 +109,7 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #define TT_KERNEL tt_kernel_f32
 #define TT_KERNEL_DIRECT tt_kernel_direct_f32
 #define TT_KERNEL_INDIRECT tt_kernel_indirect_f32
+#define TT_KERNEL_ROWS tt_kernel_rows_f32
 #define TT_WITH_HELPERS
 #include "_microkernel_body.h"
 #undef TT_WITH_HELPERS
@@ -118,12 +119,14 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
 #undef TT_KERNEL_INDIRECT
+#undef TT_KERNEL_ROWS
 #define TT_KMR TT_MR_NARROW
 #define TT_KNV 1
 #define TT_KNR TT_NR_NARROW_F32
 #define TT_KERNEL tt_kernel_narrow_f32
 #define TT_KERNEL_DIRECT tt_kernel_direct_narrow_f32
 #define TT_KERNEL_INDIRECT tt_kernel_indirect_narrow_f32
+#define TT_KERNEL_ROWS tt_kernel_rows_narrow_f32
 #include "_microkernel_body.h"
 #undef TT_KMR
 #undef TT_KNV
@@ -131,6 +134,7 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
 #undef TT_KERNEL_INDIRECT
+#undef TT_KERNEL_ROWS
 #undef T
 #undef TT_INT
 #undef TT_STORE_MASKED
@@ -150,6 +154,7 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #define TT_KERNEL tt_kernel_f64
 #define TT_KERNEL_DIRECT tt_kernel_direct_f64
 #define TT_KERNEL_INDIRECT tt_kernel_indirect_f64
+#define TT_KERNEL_ROWS tt_kernel_rows_f64
 #define TT_WITH_HELPERS
 #include "_microkernel_body.h"
 #undef TT_WITH_HELPERS
@@ -159,12 +164,14 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
 #undef TT_KERNEL_INDIRECT
+#undef TT_KERNEL_ROWS
 #define TT_KMR TT_MR_NARROW
 #define TT_KNV 1
 #define TT_KNR TT_NR_NARROW_F64
 #define TT_KERNEL tt_kernel_narrow_f64
 #define TT_KERNEL_DIRECT tt_kernel_direct_narrow_f64
 #define TT_KERNEL_INDIRECT tt_kernel_indirect_narrow_f64
+#define TT_KERNEL_ROWS tt_kernel_rows_narrow_f64
 #include "_microkernel_body.h"
 #undef TT_KMR
 #undef TT_KNV
@@ -172,6 +179,7 @@ static inline void *tt_aligned_alloc(size_t bytes)
 #undef TT_KERNEL
 #undef TT_KERNEL_DIRECT
 #undef TT_KERNEL_INDIRECT
+#undef TT_KERNEL_ROWS
 #undef T
 #undef TT_INT
 #undef TT_STORE_MASKED

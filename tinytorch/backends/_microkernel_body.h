@@ -193,6 +193,47 @@ static inline void TT_KERNEL_DIRECT(long kc, const T *restrict a, long rsa, long
     TT_STORE_TILE(acc, TT_MR);
 }
 
+/* TT_KERNEL_ROWS: the direct kernel with A's rows found through a table: row i of
+ * the tile is a + aoff[i] (rows past mr re-read row mr - 1), contiguous along k; B
+ * packed (rsb = NR) or in place. conv2d_grad_weight's A is the im2col matrix, whose
+ * rows are windows of the image's shifted planes (_conv.pyx, section 2). */
+static inline void TT_KERNEL_ROWS(long kc, const T *restrict a, const long *restrict aoff,
+                                  const T *restrict b, long rsb, T *restrict c, long rsc,
+                                  int mr, int nr, int accumulate)
+{
+    typedef T vec __attribute__((vector_size(TT_VEC_BYTES)));
+    typedef T vec_u __attribute__((vector_size(TT_VEC_BYTES), aligned(sizeof(T))));
+    enum { VL = TT_VEC_BYTES / sizeof(T) };
+    const long csc = 1;
+
+    const T *rows[TT_MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < TT_MR; i++)
+        rows[i] = a + aoff[i < mr ? i : mr - 1];
+
+    vec acc[TT_MR][TT_KNV];
+#pragma GCC unroll 16
+    for (int i = 0; i < TT_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            acc[i][j] = (vec){0};
+    for (long p = 0; p < kc; p++) {
+        const vec_u *brow = (const vec_u *)(b + p * rsb);
+        vec bv[TT_KNV];
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            bv[j] = brow[j];
+#pragma GCC unroll 16
+        for (int i = 0; i < TT_MR; i++) {
+            T ai = rows[i][p];
+#pragma GCC unroll 4
+            for (int j = 0; j < TT_KNV; j++)
+                acc[i][j] += ai * bv[j];
+        }
+    }
+    TT_STORE_TILE(acc, TT_MR);
+}
+
 #undef TT_STORE_TILE
 
 #ifdef TT_WITH_HELPERS
