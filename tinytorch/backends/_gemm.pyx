@@ -24,6 +24,13 @@ cnp.import_array()
 
 cdef extern from *:
     """
+    /* Prefetch `rows` rows of `bytes` bytes, `stride` bytes apart (into L2). */
+    static inline void prefetch_rows(const void *base, long rows, long bytes, long stride)
+    {
+        for (long r = 0; r < rows; r++)
+            for (long i = 0; i < bytes; i += 64)
+                __builtin_prefetch((const char *)base + r * stride + i, 0, 2);
+    }
     #ifdef _OPENMP
     #include <omp.h>
     #define TT_OPENMP 1
@@ -34,6 +41,7 @@ cdef extern from *:
     """
     int TT_OPENMP
     int omp_get_max_threads() nogil
+    void prefetch_rows(const void *base, long rows, long bytes, long stride) nogil
 
 cdef extern from "_microkernel.h" nogil:
     const char *TT_ISA
@@ -438,6 +446,14 @@ cdef int gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     cdef floating on_stack[EDGE_ON_STACK]       # a small edge needs no malloc/free
     cdef floating *edge = NULL
     cdef const floating *bs
+    if m * k + k * n <= SMALL_AREA:
+        # Operands this small are often cold (just produced elsewhere, or fresh inputs):
+        # ask for all of B's rows and A's rows now, in order, so the memory system
+        # streams them while the first tiles compute, as packing's sequential reads
+        # would; a line already cached costs a cycle.
+        prefetch_rows(b, k, n * sizeof(floating), rsb * sizeof(floating))
+        if csa == 1:
+            prefetch_rows(a, m, k * sizeof(floating), rsa * sizeof(floating))
     if full < n:
         if k * nr <= EDGE_ON_STACK:
             edge = &on_stack[0]
