@@ -6,7 +6,8 @@ from cython cimport floating
 cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
-               floating *c, Py_ssize_t ldc, bint accumulate, int threads) noexcept nogil
+               floating *c, Py_ssize_t ldc, bint accumulate, int threads,
+               bint prefetch=*) noexcept nogil
 
 cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                        const floating *a, Py_ssize_t rsa, Py_ssize_t csa,

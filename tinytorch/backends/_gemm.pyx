@@ -367,7 +367,8 @@ cdef int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
 cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
               const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
               const floating *b, Py_ssize_t rsb, Py_ssize_t csb,
-              floating *c, Py_ssize_t ldc, bint accumulate, int threads) noexcept nogil:
+              floating *c, Py_ssize_t ldc, bint accumulate, int threads,
+              bint prefetch=True) noexcept nogil:
     """C[m, n] (+)= A[m, k] @ B[k, n] for a row-major C (row stride ldc), with up to
     `threads` threads; -1 if out of memory.
 
@@ -386,7 +387,7 @@ cdef int gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         return gemm_threads(n, m, k, b, csb, rsb, a, csa, rsa, c, 1, ldc, accumulate,
                             NULL, threads)
     if threads == 1 and small_pays(m, n, k, csa, csb):
-        return gemm_small(m, n, k, a, rsa, csa, b, rsb, c, ldc, accumulate, narrow)
+        return gemm_small(m, n, k, a, rsa, csa, b, rsb, c, ldc, accumulate, narrow, prefetch)
     return gemm_threads(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, 1, accumulate,
                         NULL, threads, narrow)
 
@@ -422,6 +423,7 @@ cdef enum:
     SMALL_AREA = 64 * 1024        # elements of A and B together at most, whatever the shape
     SMALL_SIDE = 128              # ... or m or n at most: packing reused that few times
     EDGE_ON_STACK = 2048          # elements: B's last sliver up to 16 KiB lives on the stack
+    PREFETCH_AREA = 16 * 1024     # elements of A and B at most that are prefetched first
 
 
 cdef inline bint small_pays(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t csa,
@@ -436,9 +438,9 @@ cdef inline bint small_pays(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t
 cdef int gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                     const floating *a, Py_ssize_t rsa, Py_ssize_t csa,
                     const floating *b, Py_ssize_t rsb, floating *c, Py_ssize_t ldc,
-                    bint accumulate, bint narrow) noexcept nogil:
+                    bint accumulate, bint narrow, bint prefetch) noexcept nogil:
     """C[m, n] (+)= A @ B with the direct kernels; B's columns contiguous; -1 if out of
-    memory (for the edge sliver's buffer)."""
+    memory (for the edge sliver's buffer). prefetch: the operands may be cold."""
     cdef int mr, nr
     tile_shape(narrow, &mr, &nr, a)
     mr = TT_MR_F32 if floating is float else TT_MR_F64    # direct kernels: always MR rows
@@ -446,11 +448,16 @@ cdef int gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     cdef floating on_stack[EDGE_ON_STACK]       # a small edge needs no malloc/free
     cdef floating *edge = NULL
     cdef const floating *bs
-    if m * k + k * n <= SMALL_AREA:
+    if prefetch and m * k + k * n <= PREFETCH_AREA:
         # Operands this small are often cold (just produced elsewhere, or fresh inputs):
         # ask for all of B's rows and A's rows now, in order, so the memory system
         # streams them while the first tiles compute, as packing's sequential reads
-        # would; a line already cached costs a cycle.
+        # would. A line already cached costs about a cycle -- but for 64K elements
+        # (4000 lines) that is measurable on warm data (1000x64x10: 0.93-0.96x of
+        # OpenBLAS with it, 1.00-1.03x without), hence the smaller limit; and
+        # batched_matmul's products (attention heads, just computed) skip it.
+        # Measured with cold inputs as the competition times them, 64x64x64
+        # float32 against OpenBLAS: 1.10-1.41x its time without, 0.94-1.07x with.
         prefetch_rows(b, k, n * sizeof(floating), rsb * sizeof(floating))
         if csa == 1:
             prefetch_rows(a, m, k * sizeof(floating), rsa * sizeof(floating))
@@ -685,20 +692,20 @@ def batched_matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, int threads):
                 if typenum == cnp.NPY_FLOAT32:
                     failures += -gemm(m, n, k, <float *>pa + i * m * k, k, 1,
                                       <float *>pb + i * k * n, n, 1,
-                                      <float *>pc + i * m * n, n, False, inner)
+                                      <float *>pc + i * m * n, n, False, inner, False)
                 else:
                     failures += -gemm(m, n, k, <double *>pa + i * m * k, k, 1,
                                       <double *>pb + i * k * n, n, 1,
-                                      <double *>pc + i * m * n, n, False, inner)
+                                      <double *>pc + i * m * n, n, False, inner, False)
         else:
             for i in prange(count, num_threads=outer, schedule="static"):
                 if typenum == cnp.NPY_FLOAT32:
                     failures += -gemm(m, n, k, <float *>pa + i * m * k, k, 1,
                                       <float *>pb + i * k * n, n, 1,
-                                      <float *>pc + i * m * n, n, False, inner)
+                                      <float *>pc + i * m * n, n, False, inner, False)
                 else:
                     failures += -gemm(m, n, k, <double *>pa + i * m * k, k, 1,
                                       <double *>pb + i * k * n, n, 1,
-                                      <double *>pc + i * m * n, n, False, inner)
+                                      <double *>pc + i * m * n, n, False, inner, False)
     if failures:
         raise MemoryError("optimized batched gemm: could not allocate packing buffers")
