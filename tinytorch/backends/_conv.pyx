@@ -459,8 +459,13 @@ cdef int forward_im2col(const floating *x, Py_ssize_t n_img, Geometry g, const f
         free(scratch)
         free(boff)
         return -1
-    pack_a_full(f, ckk, w, ckk, 1, wp)
     shifted_offsets(g, boff)
+    if inner == 1:
+        pack_a_full(f, ckk, w, ckk, 1, wp)
+    else:       # a small batch: pack W's slivers on every thread too (it rivals the GEMM)
+        for t in prange((f + mr - 1) // mr, num_threads=team, schedule="static"):
+            pack_a_full(min(<Py_ssize_t>mr, f - t * mr), ckk, w + t * mr * ckk, ckk, 1,
+                        wp + t * mr * ckk)
     if inner == 1:                         # one image per thread
         for n in prange(n_img, num_threads=team, schedule="static"):
             mine = scratch + threadid() * per_thread
