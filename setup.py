@@ -45,7 +45,8 @@ else:
 
 # The GEMM micro-kernel (C with GCC vector extensions) that both kernels include:
 # a change to it must rebuild them.
-KERNEL_HEADERS = ["tinytorch/backends/_microkernel.h", "tinytorch/backends/_microkernel_body.h"]
+KERNEL_HEADERS = ["tinytorch/backends/_microkernel.h", "tinytorch/backends/_microkernel_body.h",
+                  "tinytorch/backends/_winograd.h", "tinytorch/backends/_winograd_body.h"]
 
 
 def kernel(name):
@@ -67,6 +68,7 @@ blasguard = Extension("tinytorch.arena._blasguard", ["tinytorch/arena/blasguard.
                       libraries=["dl"])
 
 setup(ext_modules=cythonize(
-    [kernel("tinytorch.backends._gemm"), kernel("tinytorch.backends._conv")],
+    [kernel("tinytorch.backends._gemm"), kernel("tinytorch.backends._conv"),
+     kernel("tinytorch.backends._winograd")],
     compiler_directives={"language_level": "3"},
 ) + [blasguard])

@@ -1,6 +1,6 @@
 """Kernel benchmark: the `optimized` backend side by side with OpenBLAS, naive and PyTorch.
 
-    python benchmarks/kernels.py [--quick] [--threads N]
+    python benchmarks/kernels.py [--quick] [--threads N] [--only SECTION,...]
 
 Every number is measured in this one run, and every target is a ratio of two
 such numbers, so results from different machines compare. Each timing is the
@@ -246,8 +246,8 @@ def cnn_row(table, opt, threads, repeats, torch):
         t_ours, t_torch = seconds_per_call(lambda: model(tinytorch.Tensor(x)), lambda: twin(tx),
                                            repeats=repeats, min_sample=0.05)
     table.add("reference CNN forward (build_resnet, batch 64)", t_ours * 1e3, "ms",
-              t_torch / t_ours, None, f"torch {t_torch * 1e3:.1f} ms; the same layers, "
-              "timing only (no target)", kind="model")
+              t_torch / t_ours, 1.0, f"torch {t_torch * 1e3:.1f} ms; the same layers, "
+              "eval mode", kind="model")
 
 
 def torch_resnet(torch, width=16, stages=3, classes=10):
@@ -276,6 +276,203 @@ def torch_resnet(torch, width=16, stages=3, classes=10):
     return nn.Sequential(*layers)
 
 
+# ---------------------------------------------------------------- issue 15: against PyTorch
+
+#: The CIFAR-shaped 3x3 layers (padding 1) the convolution targets are set on:
+#: (batch, channels, size, filters, stride).
+CONV_LAYERS = [(64, 16, 32, 32, 1), (64, 32, 16, 64, 2), (64, 64, 16, 64, 1), (1, 128, 8, 128, 1)]
+
+
+def _uniform(*shape):
+    """Inputs as the competition draws them: uniform in [-0.5, 0.5)."""
+    return RNG.random(shape, dtype=np.float32) - np.float32(0.5)
+
+
+def layer_rows(table, threads, repeats, min_sample, torch, backward=True):
+    """Each layer's forward (and both gradients) against torch, at `threads` threads each."""
+    tag = "" if threads == 1 else f", {threads} threads"
+    if torch is None:
+        table.add(f"conv2d layers{tag} vs torch", None, "", note="skipped (torch not installed)")
+        return
+    opt = OptimizedBackend(threads=threads)
+    torch.set_num_threads(threads)
+    for n, c, hw, f, s in CONV_LAYERS:
+        x, w = _uniform(n, c, hw, hw), _uniform(f, c, 3, 3)
+        out = opt.conv2d(x, w, s, 1)
+        g = _uniform(*out.shape)
+        tx, tw, tg = (torch.from_numpy(v) for v in (x, w, g))
+        flops = 2.0 * out.size * c * 9
+        label = f"{n}x{c}x{hw}x{hw}->{f} s{s}"
+        with torch.no_grad():
+            t_opt, t_torch = seconds_per_call(
+                lambda: opt.conv2d(x, w, s, 1),
+                lambda: torch.nn.functional.conv2d(tx, tw, stride=s, padding=1),
+                repeats=repeats, min_sample=min_sample)
+            table.add(f"conv fwd {label}{tag} vs torch", flops / t_opt / 1e9, "GFLOP/s",
+                      t_torch / t_opt, 1.0, f"torch {flops / t_torch / 1e9:.1f} GFLOP/s",
+                      kind="conv_layer", threads=threads, shape=[n, c, hw, f, s])
+            if not backward:
+                continue
+
+            def ours():
+                opt.conv2d_grad_input(g, w, x.shape, s, 1)
+                opt.conv2d_grad_weight(x, g, w.shape, s, 1)
+
+            def theirs():
+                torch.nn.grad.conv2d_input(tx.shape, tw, tg, stride=s, padding=1)
+                torch.nn.grad.conv2d_weight(tx, tw.shape, tg, stride=s, padding=1)
+            t_opt, t_torch = seconds_per_call(ours, theirs, repeats=repeats,
+                                              min_sample=min_sample)
+        table.add(f"conv bwd {label}{tag} vs torch", 2 * flops / t_opt / 1e9, "GFLOP/s",
+                  t_torch / t_opt, 0.9, f"torch {2 * flops / t_torch / 1e9:.1f} GFLOP/s "
+                  "(both gradients)", kind="conv_layer_backward", threads=threads,
+                  shape=[n, c, hw, f, s])
+
+
+def conv_stack_row(table, opt, threads, repeats, torch):
+    """Five 3x3 convolutions with ReLU, CIFAR-shaped, batch 64, forward only."""
+    if torch is None:
+        table.add("conv stack forward vs torch", None, "", note="skipped (torch not installed)")
+        return
+    nn, tnn = tinytorch.nn, torch.nn
+    plan = [(3, 16, 1), (16, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)]
+    tinytorch.manual_seed(0)
+    ours = nn.Sequential(*[m for cin, cout, s in plan
+                           for m in (nn.Conv2d(cin, cout, 3, s, 1), nn.ReLU())])
+    theirs = tnn.Sequential(*[m for cin, cout, s in plan
+                              for m in (tnn.Conv2d(cin, cout, 3, s, 1), tnn.ReLU())])
+    x = _uniform(64, 3, 32, 32)
+    torch.set_num_threads(threads)
+    tx = torch.from_numpy(x)
+    with tinytorch.use_backend(opt), tinytorch.no_grad(), torch.no_grad():
+        t_ours, t_torch = seconds_per_call(lambda: ours(tinytorch.Tensor(x)),
+                                           lambda: theirs(tx), repeats=repeats, min_sample=0.05)
+    table.add("conv stack (5 conv+ReLU) fwd, batch 64", t_ours * 1e3, "ms", t_torch / t_ours,
+              1.0, f"torch {t_torch * 1e3:.1f} ms", kind="model")
+
+
+def resnet_train_row(table, opt, threads, repeats, torch):
+    """build_resnet forward + backward (training mode: batch statistics), batch 64."""
+    if torch is None:
+        table.add("reference CNN forward+backward vs torch", None, "",
+                  note="skipped (torch not installed)")
+        return
+    tinytorch.manual_seed(0)
+    model = tinytorch.models.build_resnet().train()
+    twin = torch_resnet(torch).train()
+    x, y = _uniform(64, 3, 32, 32), RNG.integers(0, 10, 64)
+    torch.set_num_threads(threads)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    loss, tloss = tinytorch.nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+
+    def ours():
+        model.zero_grad()
+        loss(model(tinytorch.Tensor(x)), y).backward()
+
+    def theirs():
+        twin.zero_grad()
+        tloss(twin(tx), ty).backward()
+    with tinytorch.use_backend(opt):
+        t_ours, t_torch = seconds_per_call(ours, theirs, repeats=repeats, min_sample=0.05)
+    table.add("reference CNN fwd+bwd (build_resnet, batch 64)", t_ours * 1e3, "ms",
+              t_torch / t_ours, 0.8, f"torch {t_torch * 1e3:.1f} ms (training mode, "
+              "cross-entropy, no optimizer step)", kind="model")
+
+
+#: Small and skinny products: the MLP events' layers, a transformer block's
+#: projections (M = batch * tokens), attention heads as (count, m, k, n).
+SMALL_MATMULS = [(8, 64, 32), (64, 64, 64), (1000, 64, 10), (64, 3072, 256), (256, 64, 64),
+                 (256, 64, 256), (256, 256, 64)]
+SMALL_BATCHED = [(16, 64, 16, 64), (16, 64, 64, 16)]
+
+
+def small_matmul_rows(table, opt, ref, threads, repeats):
+    for m, k, n in SMALL_MATMULS:
+        a, b = _uniform(m, k), _uniform(k, n)
+        with threadpool_limits(threads):
+            t_opt, t_ref = seconds_per_call(lambda: opt.matmul(a, b), lambda: ref.matmul(a, b),
+                                            repeats=repeats, min_sample=0.02)
+        table.add(f"small matmul float32 {m}x{k}x{n}", gflops(m, n, k, t_opt), "GFLOP/s",
+                  t_ref / t_opt, 0.9, f"numpy {t_ref * 1e6:.1f} us, optimized "
+                  f"{t_opt * 1e6:.1f} us", kind="small_matmul", shape=[m, k, n])
+    for count, m, k, n in SMALL_BATCHED:
+        a, b = _uniform(count, m, k), _uniform(count, k, n)
+        with threadpool_limits(threads):
+            t_opt, t_ref = seconds_per_call(lambda: opt.batched_matmul(a, b),
+                                            lambda: ref.batched_matmul(a, b),
+                                            repeats=repeats, min_sample=0.02)
+        table.add(f"batched matmul float32 {count}x({m}x{k}x{n})",
+                  gflops(count * m, n, k, t_opt), "GFLOP/s", t_ref / t_opt, 0.9,
+                  f"numpy {t_ref * 1e6:.1f} us, optimized {t_opt * 1e6:.1f} us",
+                  kind="small_matmul", shape=[count, m, k, n])
+
+
+#: The default board's MLP training-step shapes: (batch, features, hidden, classes).
+MLP_STEPS = [(8, 64, 32, 10), (64, 3072, 256, 10)]
+
+
+def _mlp_step(model, optimizer, loss, x, y):
+    optimizer.zero_grad()
+    loss(model(x), y).backward()
+    optimizer.step()
+
+
+def mlp_rows(table, opt, ref, threads, repeats, torch):
+    """One SGD training step (GELU MLP, cross-entropy), as the board's event runs it:
+    against PyTorch eager, and against the same framework on the numpy backend."""
+    for batch, features, hidden, classes in MLP_STEPS:
+        label = f"batch {batch} {features}-{hidden}-{hidden}-{classes}"
+        tinytorch.manual_seed(0)
+        model = tinytorch.models.build_mlp(features, (hidden, hidden), classes,
+                                           activation=tinytorch.nn.GELU)
+        sgd, loss = tinytorch.optim.SGD(model.parameters(), lr=0.01), tinytorch.nn.CrossEntropyLoss()
+        x, y = _uniform(batch, features), RNG.integers(0, classes, batch)
+        tx = tinytorch.Tensor(x)
+
+        def ours(backend=opt):
+            with tinytorch.use_backend(backend):
+                _mlp_step(model, sgd, loss, tx, y)
+        with threadpool_limits(threads):
+            t_ours, t_numpy = seconds_per_call(ours, lambda: ours(ref), repeats=repeats,
+                                               min_sample=0.05)
+        table.add(f"MLP train step {label}: vs numpy backend", t_ours * 1e6, "us",
+                  t_numpy / t_ours, 1.0, f"numpy backend {t_numpy * 1e6:.0f} us",
+                  kind="model")
+        if torch is None:
+            table.add(f"MLP train step {label}: vs torch", None, "",
+                      note="skipped (torch not installed)")
+            continue
+        tnn = torch.nn
+        layers, width = [], features
+        for _ in range(2):
+            layers += [tnn.Linear(width, hidden), tnn.GELU(approximate="tanh")]
+            width = hidden
+        twin = tnn.Sequential(*layers, tnn.Linear(width, classes))
+        tsgd, tloss = torch.optim.SGD(twin.parameters(), lr=0.01), tnn.CrossEntropyLoss()
+        torch.set_num_threads(threads)
+        ttx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        t_ours, t_torch = seconds_per_call(ours, lambda: _mlp_step(twin, tsgd, tloss, ttx, ty),
+                                           repeats=repeats, min_sample=0.05)
+        table.add(f"MLP train step {label}: vs torch", t_ours * 1e6, "us", t_torch / t_ours,
+                  1.0, f"torch eager {t_torch * 1e6:.0f} us", kind="model")
+
+
+def transformer_row(table, opt, ref, threads, repeats):
+    """The board's larger transformer event: forward, batch 4 x 64 tokens, 2 layers."""
+    tinytorch.manual_seed(0)
+    model = tinytorch.models.build_transformer(256, 64, 64, 4, 2).eval()
+    ids = RNG.integers(0, 256, size=(4, 64))
+
+    def run(backend):
+        with tinytorch.use_backend(backend), tinytorch.no_grad():
+            model(ids)
+    with threadpool_limits(threads):
+        t_ours, t_numpy = seconds_per_call(lambda: run(opt), lambda: run(ref),
+                                           repeats=repeats, min_sample=0.05)
+    table.add("transformer fwd 4x64 tokens: vs numpy backend", t_ours * 1e3, "ms",
+              t_numpy / t_ours, 1.0, f"numpy backend {t_numpy * 1e3:.2f} ms", kind="model")
+
+
 def overhead_rows(table):
     """Per-call cost of tinytorch.matmul's dispatch and the contract's validation."""
     out = np.zeros((1, 1), np.float32)
@@ -302,12 +499,18 @@ def overhead_rows(table):
 
 # ---------------------------------------------------------------- main
 
+#: Sections of the table, in the order they run ("layers2": the layers on 2 threads).
+SECTIONS = ("matmul", "scaling", "naive", "conv", "layers", "layers2", "memory", "cnn", "small",
+            "mlp", "overhead")
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for every side of the main table (default 1: the "
                              "GEMM targets are single-thread); the scaling row uses 1 and 2")
+    parser.add_argument("--only", default="", metavar="SECTION,...",
+                        help="run only these sections: " + ", ".join(SECTIONS))
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe:
@@ -326,14 +529,31 @@ def main(argv=None):
           f"torch: {torch.__version__ if torch else 'not installed'}; cores: {os.cpu_count()}")
     print(f"{'row':<44} {'value':>22} {'ratio':>9}  target")
 
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if only - set(SECTIONS):
+        parser.error(f"--only: unknown section(s) {', '.join(sorted(only - set(SECTIONS)))}; "
+                     f"choose from {', '.join(SECTIONS)}")
+    t = args.threads
+    runs = {
+        "matmul": lambda: matmul_rows(table, opt, ref, t, repeats, min_sample, args.quick),
+        "scaling": lambda: scaling_row(table, repeats, min_sample, args.quick),
+        "naive": lambda: naive_row(table, opt, repeats),
+        "conv": lambda: conv_rows(table, opt, ref, t, repeats, min_sample, torch),
+        "layers": lambda: layer_rows(table, t, repeats, min_sample, torch),
+        "layers2": lambda: layer_rows(table, 2, repeats, min_sample, torch, backward=False),
+        "memory": lambda: memory_row(table, t),
+        "cnn": lambda: (cnn_row(table, opt, t, repeats, torch),
+                        conv_stack_row(table, opt, t, repeats, torch),
+                        resnet_train_row(table, opt, t, repeats, torch)),
+        "small": lambda: small_matmul_rows(table, opt, ref, t, repeats),
+        "mlp": lambda: (mlp_rows(table, opt, ref, t, repeats, torch),
+                        transformer_row(table, opt, ref, t, repeats)),
+        "overhead": lambda: overhead_rows(table),
+    }
     table = Table()
-    matmul_rows(table, opt, ref, args.threads, repeats, min_sample, args.quick)
-    scaling_row(table, repeats, min_sample, args.quick)
-    naive_row(table, opt, repeats)
-    conv_rows(table, opt, ref, args.threads, repeats, min_sample, torch)
-    memory_row(table, args.threads)
-    cnn_row(table, opt, args.threads, repeats, torch)
-    overhead_rows(table)
+    for section in SECTIONS:
+        if not only or section in only:
+            runs[section]()
     missed = [r["name"] for r in table.rows if r["met"] is False]
     print(f"targets met: {sum(r['met'] is True for r in table.rows)}, "
           f"not met: {len(missed)}" + (f" ({'; '.join(missed)})" if missed else ""))

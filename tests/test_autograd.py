@@ -129,6 +129,41 @@ def test_conv2d(stride, padding):
                     (2, 3, 6, 5), (4, 3, 3, 2), (4,))
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_epilogue(relu):
+    """Bias, residual and ReLU added to the convolution's output in place: gradients reach
+    all four inputs (the ReLU's kink is avoided by the residual's offset)."""
+    check_gradients(lambda x, w, b, r: F.conv2d(x, w, b, 1, 1, residual=r + 0.3, relu=relu),
+                    (2, 3, 5, 4), (4, 3, 3, 3), (4,), (2, 4, 5, 4))
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_function(with_bias):
+    if with_bias:
+        check_gradients(lambda x, w, b: F.linear(x, w, b), (2, 3, 4), (4, 5), (5,))
+    else:
+        check_gradients(lambda x, w: F.linear(x, w), (3, 4), (4, 5))
+
+
+def test_folded_batch_norm_equals_conv_then_batch_norm():
+    """fold_batch_norm: one convolution computes bn(conv(x)) in eval mode, and gradients
+    reach the convolution's weight and bias and the batch norm's weight and bias."""
+    conv, bn = as_float64(nn.Conv2d(3, 4, 3, padding=1)), as_float64(nn.BatchNorm2d(4))
+    bn.weight.data = np.array([1.0, 2.0, 0.5, -1.0])
+    bn.bias.data = np.array([0.1, -0.2, 0.3, 0.0])
+    bn.running_mean, bn.running_var = np.array([0.1, 0.2, -0.3, 0.0]), np.array([1.5, 0.5, 2.0, 1.0])
+    bn.eval()
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 5, 5)))
+    weight, bias = F.fold_batch_norm(conv.weight, conv.bias, bn)
+    np.testing.assert_allclose(F.conv2d(x, weight, bias, 1, 1).data, bn(conv(x)).data,
+                               rtol=1e-12, atol=1e-12)
+
+    def folded(x):
+        weight, bias = F.fold_batch_norm(conv.weight, conv.bias, bn)
+        return F.conv2d(x, weight, bias, 1, 1)
+    check_gradients(folded, (2, 3, 5, 5), params=[*conv.parameters(), *bn.parameters()])
+
+
 @pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 1, 1), (3, 2, 1)])
 def test_pooling(pool, kernel, stride, padding):
@@ -214,3 +249,62 @@ def test_models_end_to_end():
     tinytorch.manual_seed(0)
     model = as_float64(tinytorch.build_resnet(in_channels=1, width=2, num_stages=2))
     check_gradients(model, (2, 1, 6, 6), params=model.parameters()[:4])
+
+
+def test_models_end_to_end_in_eval_mode():
+    """In eval mode the residual network folds each batch norm into its convolution and
+    runs skip connection and ReLU as the convolution's epilogue: same gradients."""
+    tinytorch.manual_seed(0)
+    model = as_float64(tinytorch.build_resnet(in_channels=1, width=2, num_stages=2))
+    for name, value in model.named_buffers():      # statistics as if trained a little
+        module = model
+        *path, attr = name.split(".")
+        for part in path:
+            module = getattr(module, part)
+        setattr(module, attr, value + 0.1 if attr == "running_mean" else value * 1.5)
+    model.eval()
+    check_gradients(model, (2, 1, 6, 6), params=model.parameters()[:6])
+
+
+def test_leaf_gradients_never_share_memory():
+    """A leaf keeps a fresh gradient array without copying it, but never one that another
+    leaf, the user or another array also holds."""
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    gradient = np.array([1.0, -1.0])
+    (x + y).backward(gradient)                   # the same g for both inputs
+    assert not np.shares_memory(x.grad.data, y.grad.data)
+    assert not np.shares_memory(x.grad.data, gradient)
+    assert not np.shares_memory(y.grad.data, gradient)
+    x.grad.data *= 2                             # a user's in-place change stays local
+    np.testing.assert_array_equal(y.grad.data, [1.0, -1.0])
+    np.testing.assert_array_equal(gradient, [1.0, -1.0])
+    w = Tensor(np.ones((2, 3)), requires_grad=True)
+    (x.reshape(1, 2) @ w).sum().backward()        # a fresh matmul result: kept as it is
+    assert w.grad.data.flags.owndata and w.grad.data.flags.writeable
+    np.testing.assert_array_equal(w.grad.data, [[1.0] * 3, [2.0] * 3])
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Linear(4, 3), lambda: nn.Conv2d(2, 3, 3, padding=1)],
+                         ids=["linear", "conv2d"])
+def test_sequential_runs_a_following_relu_as_the_layers_epilogue(make):
+    """Sequential(layer, ReLU) computes ReLU in place on the layer's output: the same values
+    and gradients as the two layers one after the other; a ReLU subclass is left alone."""
+    tinytorch.manual_seed(0)
+    layer = as_float64(make())
+    shape = (2, 5, 4) if isinstance(layer, nn.Linear) else (2, 2, 5, 5)
+    fused = nn.Sequential(layer, nn.ReLU())
+    rng = np.random.default_rng(2)
+    x = Tensor(rng.standard_normal(shape), requires_grad=True)
+    out = fused(x)
+    np.testing.assert_allclose(out.data, layer(x).relu().data, rtol=1e-12, atol=1e-12)
+    check_gradients(fused, shape, params=layer.parameters())
+
+    class Recording(nn.ReLU):
+        calls = 0
+
+        def forward(self, x):
+            Recording.calls += 1
+            return super().forward(x)
+    nn.Sequential(layer, Recording())(x)
+    assert Recording.calls == 1

@@ -95,7 +95,9 @@ def matmul_shapes(mr, nr):
         (9, KC + KC // 4 + 1, 20),       # one just too long to join: a second block
         (13, 2 * KC + 17, 11),           # two blocks, the last one longer than KC
         (MC + 7, 40, 50),                # a second MC block of A
-        (1000, 64, 3),                   # narrow C: computed as C^T where that pads less
+        (1000, 64, 3),                   # narrow C: the narrow tile (or C^T where that pads less)
+        (2 * mr + 1, 600, nr // 2 + 1),  # narrow tile, packed (too deep for the direct kernel)
+        (4000, 160, nr // 2 + 1),       # narrow tile, packed, 2 threads
         (300, 100, 90), (70, 330, 130),  # big enough for 2 threads: row slabs, column slabs
     ]
 

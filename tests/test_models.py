@@ -103,6 +103,34 @@ def test_backends_agree_on_outputs_and_gradients(name):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=backend)
 
 
+def test_resnet_eval_folds_batch_norm_without_changing_results(rng):
+    """Eval mode folds every batch norm into its convolution (with the skip connection
+    and ReLU as the epilogue); layer by layer, unfused, gives the same logits."""
+    tinytorch.manual_seed(0)
+    model = tinytorch.build_resnet(width=4, num_stages=3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):           # statistics unlike a fresh layer's
+            module.running_mean = rng.uniform(-0.5, 0.5, module.num_features).astype(np.float32)
+            module.running_var = rng.uniform(0.5, 2.0, module.num_features).astype(np.float32)
+            module.weight.data = rng.uniform(0.5, 1.5, module.num_features).astype(np.float32)
+    model.eval()
+    x = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+
+    def unfused(x):
+        out = model.stem(x)                              # Sequential: conv, bn, relu in turn
+        for block in model.stages:
+            inner = block.bn2(block.conv2(block.bn1(block.conv1(out)).relu()))
+            skip = out if block.shortcut is None else block.shortcut(out)
+            out = (inner + skip).relu()
+        return model.fc(model.flatten(model.pool(out)))
+    with tinytorch.use_backend("numpy"), tinytorch.no_grad():
+        np.testing.assert_allclose(model(x).data, unfused(tinytorch.Tensor(x)).data,
+                                   rtol=1e-5, atol=1e-5)
+    calls = count_calls(model, x, rng.integers(0, 10, 3))      # forward and backward
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert calls["conv2d"] == calls["conv2d_grad_weight"] == convs   # one call per conv
+
+
 def test_defaults_match_what_the_course_and_competition_run(rng):
     with tinytorch.use_backend("numpy"):
         images = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)

@@ -99,3 +99,22 @@ def test_training_reduces_the_loss():
 def test_bad_arguments_are_clear(params, lr, error, message):
     with pytest.raises(error, match=message):
         SGD(params, lr=lr)
+
+
+@pytest.mark.parametrize("optimizer_class,kwargs", [(SGD, {}), (SGD, {"momentum": 0.9}),
+                                                    (Adam, {})])
+def test_updates_are_in_place_unless_the_array_is_read_only(optimizer_class, kwargs):
+    """Parameters are updated in place, as PyTorch's optimizers do (no new array per
+    parameter per step); a read-only array is replaced by an updated copy instead."""
+    p = Parameter(np.array([1.0, 2.0]))
+    frozen = np.array([1.0, 2.0])
+    frozen.flags.writeable = False
+    q = Parameter(frozen)
+    opt = optimizer_class([p, q], lr=0.1, **kwargs)
+    array = p.data
+    for _ in range(2):
+        p.grad, q.grad = Tensor(np.array([1.0, -1.0])), Tensor(np.array([1.0, -1.0]))
+        opt.step()
+    assert p.data is array
+    np.testing.assert_allclose(q.data, p.data)
+    np.testing.assert_array_equal(frozen, [1.0, 2.0])

@@ -8,12 +8,13 @@ of those paths with shapes chosen from the compiled tile and block sizes.
 import numpy as np
 import pytest
 
-from tinytorch.backends import OptimizedBackend, _gemm
+from tinytorch.backends import OptimizedBackend, _conv, _gemm
 from tinytorch.backends.optimized import THREADS_ENV
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 MR, NR = _gemm.tile["float32"]
+NARROW_MR, NARROW_NR = _gemm.narrow_tile["float32"]
 KC, MC = 256, 192          # the block sizes documented in _gemm.pyx, section 1
 RNG = np.random.default_rng(7)
 
@@ -38,6 +39,10 @@ EDGE_SHAPES = (
     + [(1, 33, 97), (97, 33, 1), (13, 1, 17), (31, 37, 41), (257, 511, 129)]
     + [(MC + 5, KC + 3, NR * 3 + 5), (5, 2 * KC + 17, 9), (3, 5, 4100)]
     + [(1000, 64, 10), (10, 64, 1000), (64, 600, 64)]
+    # narrow tile (few columns): direct kernel; packed (k past the small path); threaded
+    + [(37, 19, NARROW_NR // 2 + 1), (45, 600, NARROW_NR - 1), (3000, 100, 12)]
+    # one small side: unpacked, deep (k up to the direct path's limit and past it)
+    + [(70, 3000, 40), (130, 700, 100), (20, 5000, 20)]
 )
 
 
@@ -136,7 +141,20 @@ CONV_CASES = [  # (n, c, h, w, f, kh, kw, stride, padding)
     (1, 3, 8, 8, 4, 3, 3, 1, 1),      # batch smaller than the thread count
     (2, 3, 7, 9, 5, 3, 3, 1, 0),      # stride 1 without padding (im2col copies the image)
     (2, 2, 5, 45, 3, 3, 3, 1, 1),     # output rows wider than a GEMM sliver
+    # output rows of whole cache lines: the forward reads B in place from shifted planes
+    (2, 3, 6, 16, 4, 3, 3, 1, 1),     # ... 3x3 stride 1 (and its input gradient)
+    (2, 3, 9, 32, 5, 3, 3, 2, 1),     # ... stride 2
+    (2, 3, 7, 17, 4, 3, 2, 1, 0),     # ... a 3x2 kernel, no padding
+    (2, 2, 6, 16, 3, 5, 5, 1, 2),     # ... 5x5, padding 2
+    (1, 3, 8, 16, 4, 3, 3, 1, 1),     # ... one image: its columns split between threads
+    # 256+ output positions, 32+ filters: the weight gradient reads im2col's rows in place
+    (2, 3, 16, 16, 32, 3, 3, 1, 1),
+    (2, 5, 33, 31, 40, 3, 3, 2, 1),   # ... stride 2, filters not a whole number of slivers
+    (2, 32, 24, 24, 32, 3, 3, 1, 1),  # Winograd (3x3 stride 1, 32+ channels, 288 tiles)
+    (5, 33, 17, 15, 40, 3, 3, 1, 0),  # Winograd: odd sizes (edge tiles), no padding
+    (3, 40, 19, 21, 33, 3, 3, 1, 2),  # Winograd: padding 2 (its gradient pads by 0)
 ]
+WINOGRAD_CASES = CONV_CASES[-3:]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -152,6 +170,16 @@ def test_conv2d_and_both_gradients(backend, dtype, case):
     for got, ref in ((out, ref_out), (dx, ref_dx), (dw, ref_dw)):
         assert got.dtype == dtype and got.shape == ref.shape
         assert rel_err(got, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_winograd_cases_take_the_winograd_path(case):
+    """The cases above meant for Winograd reach it, forward and for the input gradient
+    (otherwise test_conv2d_and_both_gradients would not be testing it)."""
+    n, c, h, wd, f, kh, kw, stride, padding = case
+    for op in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight"):
+        assert _conv.algorithm((n, c, h, wd), (f, c, kh, kw), stride, padding, op) == "winograd"
+    assert _conv.algorithm((1, 3, 32, 32), (16, 3, 3, 3), 1, 1, "conv2d") == "im2col"
 
 
 def test_conv_threads_agree_on_a_real_layer():

@@ -44,10 +44,27 @@ class BasicBlock(nn.Module):
                 nn.BatchNorm2d(out_channels))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x)).relu()
-        out = self.bn2(self.conv2(out))
-        skip = x if self.shortcut is None else self.shortcut(x)
-        return (out + skip).relu()
+        if self.bn1.training or self.bn2.training:
+            out = self.bn1(self.conv1(x)).relu()
+            out = self.bn2(self.conv2(out))
+            skip = x if self.shortcut is None else self.shortcut(x)
+            return (out + skip).relu()
+        # Inference: every batch norm folded into the convolution before it, and the
+        # skip connection and ReLU done as the second convolution's epilogue.
+        out = conv_bn(self.conv1, self.bn1, x, relu=True)
+        skip = x if self.shortcut is None else conv_bn(*self.shortcut, x)
+        return conv_bn(self.conv2, self.bn2, out, residual=skip, relu=True)
+
+
+def conv_bn(conv, bn, x, residual=None, relu=False):
+    """bn(conv(x)) (+ residual) (then ReLU); with bn in eval mode, as one convolution
+    whose weights absorb the normalisation (nn.functional.fold_batch_norm)."""
+    if bn.training:
+        out = bn(conv(x))
+        out = out if residual is None else out + residual
+        return out.relu() if relu else out
+    weight, bias = nn.functional.fold_batch_norm(conv.weight, conv.bias, bn)
+    return nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, residual, relu)
 
 
 class ResNet(nn.Module):
@@ -71,7 +88,9 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x):
-        return self.fc(self.flatten(self.pool(self.stages(self.stem(x)))))
+        conv, bn, _ = self.stem
+        stem = conv_bn(conv, bn, x, relu=True) if not bn.training else self.stem(x)
+        return self.fc(self.flatten(self.pool(self.stages(stem))))
 
 
 def build_resnet(in_channels=3, num_classes=10, width=16, num_stages=3, blocks_per_stage=1):

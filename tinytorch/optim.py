@@ -43,10 +43,13 @@ class SGD(Optimizer):
         for p, g in self._gradients(self.weight_decay):
             if self.momentum:
                 v = self._velocity.get(id(p))
-                v = g.copy() if v is None else self.momentum * v + g
-                self._velocity[id(p)] = v
+                if v is None:
+                    v = self._velocity[id(p)] = g.astype(p.dtype, copy=True)
+                else:
+                    v *= self.momentum
+                    v += g
                 g = v
-            p.data = (p.data - self.lr * g).astype(p.dtype, copy=False)
+            _subtract(p, self.lr * g)
 
 
 class Adam(Optimizer):
@@ -60,11 +63,26 @@ class Adam(Optimizer):
     def step(self):
         b1, b2 = self.betas
         for p, g in self._gradients(self.weight_decay):
-            m, v, t = self._state.get(id(p), (np.zeros_like(p.data), np.zeros_like(p.data), 0))
-            t += 1
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g * g
-            self._state[id(p)] = (m, v, t)
-            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
-            p.data = (p.data - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)) \
-                .astype(p.dtype, copy=False)
+            state = self._state.get(id(p))
+            if state is None:
+                state = self._state[id(p)] = [np.zeros_like(p.data), np.zeros_like(p.data), 0]
+            m, v, t = state
+            state[2] = t = t + 1
+            m *= b1                                   # m = b1 m + (1 - b1) g
+            m += (1 - b1) * g
+            v *= b2                                   # v = b2 v + (1 - b2) g^2
+            v += (1 - b2) * g * g
+            denom = np.sqrt(v / (1 - b2 ** t))
+            denom += self.eps
+            step = m * (self.lr / (1 - b1 ** t))
+            step /= denom
+            _subtract(p, step)
+
+
+def _subtract(p, delta):
+    """p.data -= delta in place, as PyTorch's optimizers update parameters: no new
+    full-size array per parameter per step. (A read-only array is replaced instead.)"""
+    if p.data.flags.writeable:
+        p.data -= delta
+    else:
+        p.data = (p.data - delta).astype(p.dtype, copy=False)

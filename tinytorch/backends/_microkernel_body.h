@@ -1,6 +1,7 @@
-/* The micro-kernel body for one element type T (included by _microkernel.h).
+/* The micro-kernels for one element type T and one tile shape TT_KMR x TT_KNV
+ * vectors (included by _microkernel.h, once per type and shape).
  *
- * Inputs are packed panels (see _gemm.pyx, sections 2 and 3):
+ * TT_KERNEL's inputs are packed panels (see _gemm.pyx, sections 2 and 3):
  *   a: kc steps of MR values  -- column p of an MR-row sliver of A
  *   b: kc steps of NR values  -- row p of an NR-column sliver of B (aligned)
  * Each step p is a rank-1 update of the MR x NR tile:
@@ -10,7 +11,56 @@
  * vectors; an edge tile (mr < MR or nr < NR) or a transposed C goes through a
  * small buffer, so nothing outside C is touched. The packed panels are
  * zero-padded, so the arithmetic is the same for every tile.
+ *
+ * TT_KERNEL_DIRECT does the same arithmetic on A and B where they lie, for
+ * small products (_gemm.pyx, section 6): A[i, p] at a[i*rsa + p*csa], row p
+ * of B at b + p*rsb (NR values, any alignment). Rows of A past mr re-read row
+ * mr - 1 (their sums are never stored), so nothing outside A is read either.
  */
+
+/* Write the accumulators acc[ROWS][TT_KNV] to C (the end of both kernels). */
+#define TT_STORE_TILE(acc, ROWS)                                                          \
+    do {                                                                            \
+        if (nr == TT_KNR && csc == 1) { /* full-width rows of a row-major C */      \
+            _Pragma("GCC unroll 16")                                                \
+            for (int i = 0; i < (ROWS); i++) {                                      \
+                if (i >= mr)        /* a bottom edge tile: only the rows that exist */ \
+                    break;                                                          \
+                _Pragma("GCC unroll 4")                                             \
+                for (int j = 0; j < TT_KNV; j++) {                                  \
+                    vec_u *dst = (vec_u *)(c + i * rsc + j * VL);                   \
+                    *dst = accumulate ? *dst + acc[i][j] : acc[i][j];               \
+                }                                                                   \
+            }                                                                       \
+            break;                                                                  \
+        }                                                                           \
+        if (TT_MASKED_STORES && csc == 1) { /* right edge of a row-major C */      \
+            _Pragma("GCC unroll 16")                                                \
+            for (int i = 0; i < (ROWS); i++) {                                      \
+                if (i >= mr)                                                        \
+                    break;                                                          \
+                _Pragma("GCC unroll 4")                                             \
+                for (int j = 0; j < TT_KNV; j++)                                    \
+                    if (nr > j * VL)                                                \
+                        TT_STORE_MASKED(c + i * rsc + j * VL, acc[i][j],            \
+                                        nr - j * VL, accumulate);                   \
+            }                                                                       \
+            break;                                                                  \
+        }                                                                           \
+        /* edge tile or strided C: spill the registers, copy the part that exists */ \
+        vec tile[ROWS][TT_KNV];                                                     \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int i = 0; i < (ROWS); i++)                                            \
+            _Pragma("GCC unroll 4")                                                 \
+            for (int j = 0; j < TT_KNV; j++)                                        \
+                tile[i][j] = acc[i][j];                                             \
+        const T *t = (const T *)tile;                                               \
+        for (int i = 0; i < mr; i++)                                                \
+            for (int j = 0; j < nr; j++)                                            \
+                c[i * rsc + j * csc] = (accumulate ? c[i * rsc + j * csc] : 0)      \
+                                       + t[i * TT_KNR + j];                         \
+    } while (0)
+
 static inline void TT_KERNEL(long kc, const T *restrict a, const T *restrict b,
                              T *restrict c, long rsc, long csc, int mr, int nr,
                              int accumulate)
@@ -26,54 +76,167 @@ static inline void TT_KERNEL(long kc, const T *restrict a, const T *restrict b,
         __builtin_prefetch(c + i * rsc + (nr - 1) * csc, 1);
     }
 
-    vec acc[TT_MR][TT_NV];
+    vec acc[TT_KMR][TT_KNV];
 #pragma GCC unroll 16
-    for (int i = 0; i < TT_MR; i++)
+    for (int i = 0; i < TT_KMR; i++)
 #pragma GCC unroll 4
-        for (int j = 0; j < TT_NV; j++)
+        for (int j = 0; j < TT_KNV; j++)
             acc[i][j] = (vec){0};
 
     for (long p = 0; p < kc; p++) {
-        const vec *brow = (const vec *)(b + p * TT_NR);
-        vec bv[TT_NV];
+        const vec *brow = (const vec *)(b + p * TT_KNR);
+        vec bv[TT_KNV];
 #pragma GCC unroll 4
-        for (int j = 0; j < TT_NV; j++)
+        for (int j = 0; j < TT_KNV; j++)
             bv[j] = brow[j];
 #pragma GCC unroll 16
-        for (int i = 0; i < TT_MR; i++) {
-            T ai = a[p * TT_MR + i];              /* broadcast: scalar * vector */
+        for (int i = 0; i < TT_KMR; i++) {
+            T ai = a[p * TT_KMR + i];             /* broadcast: scalar * vector */
 #pragma GCC unroll 4
-            for (int j = 0; j < TT_NV; j++)
+            for (int j = 0; j < TT_KNV; j++)
                 acc[i][j] += ai * bv[j];          /* one FMA (-ffp-contract=fast) */
         }
     }
+    TT_STORE_TILE(acc, TT_KMR);
+}
 
-    if (nr == TT_NR && csc == 1) {     /* full-width rows of a row-major C: as vectors */
-#pragma GCC unroll 16
-        for (int i = 0; i < TT_MR; i++) {
-            if (i >= mr)                   /* a bottom edge tile: only the rows that exist */
-                return;
-#pragma GCC unroll 4
-            for (int j = 0; j < TT_NV; j++) {
-                vec_u *dst = (vec_u *)(c + i * rsc + j * VL);
-                *dst = accumulate ? *dst + acc[i][j] : acc[i][j];
-            }
-        }
-        return;
+/* TT_KERNEL_INDIRECT: TT_KERNEL with B's rows found through a table: row p of the
+ * sliver is the NR values at b + boff[p] (any alignment). A convolution's B is
+ * the im2col matrix, whose row for tap (c, i, j) is a shifted window of the
+ * image: with the image laid out as planes shifted by j (conv's section 2),
+ * that window is contiguous, so the table replaces writing im2col at all. */
+static inline void TT_KERNEL_INDIRECT(long kc, const T *restrict a, const T *restrict b,
+                                      const long *restrict boff, T *restrict c, long rsc,
+                                      int mr, int nr, int accumulate)
+{
+    typedef T vec __attribute__((vector_size(TT_VEC_BYTES)));
+    typedef T vec_u __attribute__((vector_size(TT_VEC_BYTES), aligned(sizeof(T))));
+    enum { VL = TT_VEC_BYTES / sizeof(T) };
+    const long csc = 1;
+
+    for (int i = 0; i < mr; i++) {
+        __builtin_prefetch(c + i * rsc, 1);
+        __builtin_prefetch(c + i * rsc + nr - 1, 1);
     }
-    /* edge tile or strided C: spill the registers, copy the mr x nr part that exists */
-    vec tile[TT_MR][TT_NV];
+    vec acc[TT_KMR][TT_KNV];
+#pragma GCC unroll 16
+    for (int i = 0; i < TT_KMR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            acc[i][j] = (vec){0};
+
+    for (long p = 0; p < kc; p++) {
+        const vec_u *brow = (const vec_u *)(b + boff[p]);
+        vec bv[TT_KNV];
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            bv[j] = brow[j];
+#pragma GCC unroll 16
+        for (int i = 0; i < TT_KMR; i++) {
+            T ai = a[p * TT_KMR + i];
+#pragma GCC unroll 4
+            for (int j = 0; j < TT_KNV; j++)
+                acc[i][j] += ai * bv[j];
+        }
+    }
+    TT_STORE_TILE(acc, TT_KMR);
+}
+
+/* The direct kernel is always TT_MR rows tall (8 on AVX-512), also in the narrow
+ * shape: each row of A is a stream with its own pointer, and 16 of them (with B's
+ * and the step) do not fit in x86's general registers -- measured, the compiler
+ * then shuttles pointers through vector registers every step. A row-major A
+ * (csa == 1) gets its own copy of the loop: its row streams then just advance by
+ * one element a step. */
+static inline void TT_KERNEL_DIRECT(long kc, const T *restrict a, long rsa, long csa,
+                                    const T *restrict b, long rsb, T *restrict c, long rsc,
+                                    int mr, int nr, int accumulate)
+{
+    typedef T vec __attribute__((vector_size(TT_VEC_BYTES)));
+    typedef T vec_u __attribute__((vector_size(TT_VEC_BYTES), aligned(sizeof(T))));
+    enum { VL = TT_VEC_BYTES / sizeof(T) };
+    const long csc = 1;
+
+    const T *rows[TT_MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < TT_MR; i++)
+        rows[i] = a + (i < mr ? i : mr - 1) * rsa;
+
+    vec acc[TT_MR][TT_KNV];
 #pragma GCC unroll 16
     for (int i = 0; i < TT_MR; i++)
 #pragma GCC unroll 4
-        for (int j = 0; j < TT_NV; j++)
-            tile[i][j] = acc[i][j];
-    const T *t = (const T *)tile;
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++)
-            c[i * rsc + j * csc] = (accumulate ? c[i * rsc + j * csc] : 0) + t[i * TT_NR + j];
+        for (int j = 0; j < TT_KNV; j++)
+            acc[i][j] = (vec){0};
+
+#define TT_DIRECT_LOOP(CSA)                                                         \
+    for (long p = 0; p < kc; p++) {                                                 \
+        const vec_u *brow = (const vec_u *)(b + p * rsb);                           \
+        vec bv[TT_KNV];                                                             \
+        _Pragma("GCC unroll 4")                                                     \
+        for (int j = 0; j < TT_KNV; j++)                                            \
+            bv[j] = brow[j];                                                        \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int i = 0; i < TT_MR; i++) {                                          \
+            T ai = rows[i][p * (CSA)];                                              \
+            _Pragma("GCC unroll 4")                                                 \
+            for (int j = 0; j < TT_KNV; j++)                                        \
+                acc[i][j] += ai * bv[j];                                            \
+        }                                                                           \
+    }
+    if (csa == 1) {
+        TT_DIRECT_LOOP(1)
+    } else {
+        TT_DIRECT_LOOP(csa)
+    }
+#undef TT_DIRECT_LOOP
+    TT_STORE_TILE(acc, TT_MR);
 }
 
+/* TT_KERNEL_ROWS: the direct kernel with A's rows found through a table: row i of
+ * the tile is a + aoff[i] (rows past mr re-read row mr - 1), contiguous along k; B
+ * packed (rsb = NR) or in place. conv2d_grad_weight's A is the im2col matrix, whose
+ * rows are windows of the image's shifted planes (_conv.pyx, section 2). */
+static inline void TT_KERNEL_ROWS(long kc, const T *restrict a, const long *restrict aoff,
+                                  const T *restrict b, long rsb, T *restrict c, long rsc,
+                                  int mr, int nr, int accumulate)
+{
+    typedef T vec __attribute__((vector_size(TT_VEC_BYTES)));
+    typedef T vec_u __attribute__((vector_size(TT_VEC_BYTES), aligned(sizeof(T))));
+    enum { VL = TT_VEC_BYTES / sizeof(T) };
+    const long csc = 1;
+
+    const T *rows[TT_MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < TT_MR; i++)
+        rows[i] = a + aoff[i < mr ? i : mr - 1];
+
+    vec acc[TT_MR][TT_KNV];
+#pragma GCC unroll 16
+    for (int i = 0; i < TT_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            acc[i][j] = (vec){0};
+    for (long p = 0; p < kc; p++) {
+        const vec_u *brow = (const vec_u *)(b + p * rsb);
+        vec bv[TT_KNV];
+#pragma GCC unroll 4
+        for (int j = 0; j < TT_KNV; j++)
+            bv[j] = brow[j];
+#pragma GCC unroll 16
+        for (int i = 0; i < TT_MR; i++) {
+            T ai = rows[i][p];
+#pragma GCC unroll 4
+            for (int j = 0; j < TT_KNV; j++)
+                acc[i][j] += ai * bv[j];
+        }
+    }
+    TT_STORE_TILE(acc, TT_MR);
+}
+
+#undef TT_STORE_TILE
+
+#ifdef TT_WITH_HELPERS
 /* Transposing pack: dst[p*width + i] = src[i*ld + p] for i < rows, p < kc,
  * zeros for rows <= i < width. This is packing when the operand's k axis is
  * the contiguous one (A row-major, or B given as a transposed view): element
@@ -128,3 +291,5 @@ static inline void TT_COPY(T *restrict dst, const T *restrict src, long n)
             if (q + v * VL < n)
                 *(vec_u *)(dst + q + v * VL) = *(const vec_u *)(src + q + v * VL);
 }
+
+#endif

@@ -1,8 +1,10 @@
 """The reference solution students try to beat: compiled Cython kernels.
 
-matmul and batched_matmul run the packed, register-tiled GEMM of _gemm.pyx;
-conv2d and both of its gradients reduce to that GEMM image by image (_conv.pyx),
-so no operation ever materialises a whole batch's im2col matrix.
+matmul and batched_matmul run the packed, register-tiled GEMM of _gemm.pyx
+(unpacked for small products, a narrow tile for few columns). conv2d and both
+of its gradients run Winograd F(2x2, 3x3) on 3x3 stride-1 layers of 32 channels
+and more (_winograd.pyx) and otherwise reduce to that GEMM image by image
+(_conv.pyx), so no operation ever materialises a whole batch's im2col matrix.
 """
 import os
 
