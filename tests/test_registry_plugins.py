@@ -194,3 +194,22 @@ def test_an_edited_kernel_source_or_header_makes_the_build_stale(tmp_path, edite
     assert stale_sources(str(tmp_path)) == []
     os.utime(tmp_path / edited, (3000, 3000))
     assert stale_sources(str(tmp_path)) == [str(tmp_path / edited)]
+
+
+def test_a_header_is_compared_with_the_extensions_of_its_own_folder(tmp_path):
+    """An extension in another folder (the arena's BLAS guard, built from its own .c)
+    does not include this folder's headers: being older does not make them stale."""
+    import os
+
+    from tinytorch.backends.staleness import stale_sources
+    (tmp_path / "backends").mkdir()
+    (tmp_path / "arena").mkdir()
+    for name, mtime in {"arena/_guard.cpython-311-x86_64-linux-gnu.so": 1000,
+                        "backends/_gemm.pxd": 2000, "backends/_microkernel.h": 2000,
+                        "backends/_gemm.pyx": 2000,
+                        "backends/_gemm.cpython-311-x86_64-linux-gnu.so": 3000}.items():
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert stale_sources(str(tmp_path)) == []
+    os.utime(tmp_path / "backends/_microkernel.h", (4000, 4000))
+    assert stale_sources(str(tmp_path)) == [str(tmp_path / "backends/_microkernel.h")]

@@ -12,7 +12,7 @@ import os
 import shlex
 
 #: What a compiled extension is built from: its own `.pyx`, and the `.pxd`
-#: declarations and C headers it may include (shared by the package's extensions).
+#: declarations and C headers it may include (shared by the extensions beside them).
 SHARED_SOURCES = (".pxd", ".h")
 EXTENSIONS = (".so", ".pyd")
 MAX_FILES = 5000
@@ -49,14 +49,20 @@ def stale_sources(package_dir: str) -> list[str]:
     """Sources under `package_dir` edited after the extensions built from them.
 
     A `.pyx` is compared with its own extension; a `.pxd` or `.h` with the
-    oldest extension in the package, since any of them may include it.
+    oldest extension in its own folder (any of those may include it), or in
+    the package if its folder has none (an include/ folder).
     """
     times = _mtimes(package_dir)
     built = {p: t for p, t in times.items() if p.endswith(EXTENSIONS)}
     if not built:
         return []
+    oldest_in = {}
+    for path, mtime in built.items():
+        folder = os.path.dirname(path)
+        oldest_in[folder] = min(mtime, oldest_in.get(folder, mtime))
     oldest = min(built.values())
-    stale = [p for p, t in times.items() if p.endswith(SHARED_SOURCES) and t > oldest]
+    stale = [p for p, t in times.items() if p.endswith(SHARED_SOURCES)
+             and t > oldest_in.get(os.path.dirname(p), oldest)]
     for pyx, mtime in times.items():
         if pyx.endswith(".pyx"):
             stem = pyx[:-len(".pyx")] + "."
