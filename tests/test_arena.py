@@ -318,3 +318,37 @@ def test_a_time_faster_than_twice_the_best_blas_rate_is_impossible():
     assert scores["honest"]["ranked"] and scores["honest"]["score"] == pytest.approx(15.0)
     assert not scores["too_fast"]["ranked"] and scores["too_fast"]["score"] is None
     assert "impossible time: 250.0 GFLOP/s" in scores["too_fast"]["unranked_reason"]
+
+
+def test_candidate_and_reference_batches_are_timed_in_the_same_conditions(tmp_path,
+                                                                          monkeypatch):
+    """The parent verifies a candidate's batch (for a model, a whole float64 run), which
+    evicts the caches: the side timed right after a verification alternates, so neither
+    the candidate nor the reference is always the one timed cold."""
+    rules, events = load_events(_events_file(tmp_path))
+    arena = Arena(rules, [e for e in events if e.name == "matmul"], quick=True)
+    log = []
+    run, verdict = Arena._run, Arena._verdict
+
+    def logged_run(self, worker, case, input_sets):
+        log.append("reference" if worker is self._reference else "candidate")
+        return run(self, worker, case, input_sets)
+
+    def logged_verdict(self, *args, **kwargs):
+        log.append("verify")
+        return verdict(self, *args, **kwargs)
+
+    monkeypatch.setattr(Arena, "_run", logged_run)
+    monkeypatch.setattr(Arena, "_verdict", logged_verdict)
+    contestant = Contestant("numpy", "numpy", True)
+    try:
+        checked = arena.check(contestant)
+        log.clear()
+        rows = arena.measure(contestant, checked[:1])
+    finally:
+        arena.close()
+    assert rows[0]["status"] == "ok", rows[0]
+    after_verify = [log[i + 1] for i, entry in enumerate(log[:-1])
+                    if entry == "verify" and log[i + 1] != "verify"]
+    assert len(after_verify) >= rules.quick_repeats, log
+    assert abs(after_verify.count("candidate") - after_verify.count("reference")) <= 1, log

@@ -210,25 +210,31 @@ class Arena:
             self._reference.close()
             self._reference = None
 
-    def _timed_batch(self, worker, case, calls, cap, verify):
-        """(seconds per call, calls per batch, failure or None) of one batch of fresh inputs.
+    def _timed_batch(self, worker, case, calls, cap):
+        """(seconds per call, calls per batch, [(input_sets, outputs)]) of one batch of fresh
+        inputs, with every run's outputs for `_verify` to check once the pair is timed.
 
         A batch that ends sooner than min_batch_ms is not a sample: it is run
         again with more calls (up to `cap`), so the round trip stays noise.
         """
-        target = self.rules.min_batch_ms / 1000
+        target, runs = self.rules.min_batch_ms / 1000, []
         while True:
             rng = _rng()
             input_sets = case.problem.make_batch(case.params, case.dtype, rng, calls)
             elapsed, outputs = self._run(worker, case, input_sets)
-            if verify:
-                for inputs, outs in zip(input_sets, outputs):
-                    failed = self._verdict(case, inputs, outs, False, "on timed inputs")
-                    if failed:
-                        return None, calls, failed
+            runs.append((input_sets, outputs))
             if elapsed >= target or calls >= cap:
-                return elapsed / calls, calls, None
+                return elapsed / calls, calls, runs
             calls = min(cap, math.ceil(calls * 1.25 * target / max(elapsed, 1e-7)))
+
+    def _verify(self, case, runs) -> dict | None:
+        """The first failed verdict over a batch's runs (None if every output is right)."""
+        for input_sets, outputs in runs:
+            for inputs, outs in zip(input_sets, outputs):
+                failed = self._verdict(case, inputs, outs, False, "on timed inputs")
+                if failed:
+                    return failed
+        return None
 
     def measure(self, contestant: Contestant, checked: list[dict]) -> list[dict]:
         """Time every case that passed phase 1; measure memory events in fresh workers."""
@@ -269,28 +275,30 @@ class Arena:
         reference = None if own else self.reference_worker(case)
         # Warm-up (caches, lazy imports) and calibration of the calls per batch.
         self._run(worker, case, [problem.make_inputs(case.params, case.dtype, _rng())])
-        _, calls, failed = self._timed_batch(worker, case, 1, cap, verify=True)
+        _, calls, runs = self._timed_batch(worker, case, 1, cap)
+        if not own:
+            _, ref_calls, _ = self._timed_batch(reference, case, 1, cap)
+        failed = self._verify(case, runs)
         if failed:
             return failed
-        if not own:
-            _, ref_calls, _ = self._timed_batch(reference, case, 1, cap, verify=False)
         times, ref_times = [], []
         repeats = case.event.repeats or self.rules.repeats
         if self.quick:
             repeats = min(repeats, self.rules.quick_repeats)
-        for _ in range(repeats):     # candidate and reference batches alternate
-            seconds, calls, failed = self._timed_batch(worker, case, calls, cap, verify=True)
+        # Candidate and reference batches alternate, and so does which of them goes
+        # first: verifying a batch (a float64 model run, for a model event) evicts
+        # the caches, and the side timed right after it would always start cold.
+        for repeat in range(repeats):
+            candidate_first = own or repeat % 2 == 0
+            if not candidate_first:
+                ref_calls = self._reference_batch(reference, case, ref_calls, cap, ref_times)
+            seconds, calls, runs = self._timed_batch(worker, case, calls, cap)
+            times.append(seconds)
+            if candidate_first and not own:
+                ref_calls = self._reference_batch(reference, case, ref_calls, cap, ref_times)
+            failed = self._verify(case, runs)
             if failed:
                 return failed
-            times.append(seconds)
-            if not own:
-                try:
-                    seconds, ref_calls, _ = self._timed_batch(reference, case, ref_calls, cap,
-                                                              verify=False)
-                except WorkerFailure as failure:
-                    raise RuntimeError(f"the reference backend {REFERENCE!r} failed: "
-                                       f"{failure.reason}") from None
-                ref_times.append(seconds)
         inputs = problem.make_inputs(case.params, case.dtype, _rng())   # secret re-draw
         _, (outputs,) = self._run(worker, case, [inputs])
         failed = self._verdict(case, inputs, outputs, True, "on inputs re-drawn after timing")
@@ -300,6 +308,16 @@ class Arena:
         return {"time_ms": timing,
                 "reference_time_ms": timing if own else _summary(ref_times, ref_calls),
                 **problem.rates(case.params, timing["median"] / 1000)}
+
+    def _reference_batch(self, reference, case, calls, cap, times) -> int:
+        """Time one batch of the reference (its outputs are trusted); the calls it took."""
+        try:
+            seconds, calls, _ = self._timed_batch(reference, case, calls, cap)
+        except WorkerFailure as failure:
+            raise RuntimeError(f"the reference backend {REFERENCE!r} failed: "
+                               f"{failure.reason}") from None
+        times.append(seconds)
+        return calls
 
     def _memory(self, contestant, case) -> dict:
         """Peak memory of one call above the fresh worker's baseline, in MB, read from outside."""
