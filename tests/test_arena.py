@@ -3,6 +3,7 @@
 Backends come from tests/fixtures/arena_backends.py, loaded by the workers as
 "module:Class" (the fixtures folder is put on PYTHONPATH, which workers inherit).
 """
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -326,6 +327,7 @@ def test_candidate_and_reference_batches_are_timed_in_the_same_conditions(tmp_pa
     evicts the caches: the side timed right after a verification alternates, so neither
     the candidate nor the reference is always the one timed cold."""
     rules, events = load_events(_events_file(tmp_path))
+    rules = dataclasses.replace(rules, quick_repeats=4)
     arena = Arena(rules, [e for e in events if e.name == "matmul"], quick=True)
     log = []
     run, verdict = Arena._run, Arena._verdict
@@ -348,7 +350,7 @@ def test_candidate_and_reference_batches_are_timed_in_the_same_conditions(tmp_pa
     finally:
         arena.close()
     assert rows[0]["status"] == "ok", rows[0]
-    after_verify = [log[i + 1] for i, entry in enumerate(log[:-1])
-                    if entry == "verify" and log[i + 1] != "verify"]
-    assert len(after_verify) >= rules.quick_repeats, log
-    assert abs(after_verify.count("candidate") - after_verify.count("reference")) <= 1, log
+    for side in ("candidate", "reference"):
+        batches = [i for i, entry in enumerate(log) if entry == side]
+        cold = [i for i in batches if i > 0 and log[i - 1] == "verify"]
+        assert len(cold) <= 0.6 * len(batches), (side, log)
